@@ -1,0 +1,442 @@
+/*
+ * conf - the configuration key table and its libconfig reader (see conf.h).
+ *
+ * Every key a user can set is one row of conf_keys[]: dotted path, type, offset into
+ * struct conf, default (as text), bounds and a one-line doc.  Loading applies the
+ * defaults first, then the file, so a missing key always means its documented
+ * default.
+ */
+#include "conf.h"
+#include "util.h"
+
+#include <errno.h>
+#include <libconfig.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum CONF_TYPE {
+    CONF_STR,     /* char * */
+    CONF_INT,     /* int64_t within [min, max] */
+    CONF_BOOL,    /* bool */
+    CONF_MODE,    /* int64_t: octal file mode given as a string "0660" */
+    CONF_STRLIST, /* char *[CONF_MAX_LISTEN] + count right after */
+    CONF_LEVEL,   /* char *: one of debug, info, notice, warning, error */
+};
+
+struct conf_key {
+    const char *path;
+    enum CONF_TYPE type;
+    size_t offset;
+    const char *def;
+    int64_t min, max;
+    const char *doc;
+};
+
+#define OFF(f) offsetof(struct conf, f)
+
+static const struct conf_key conf_keys[] = {
+    {"spool.dir", CONF_STR, OFF(spool_dir), "/var/spool/volley", 0, 0,
+     "directory of the LMDB spool (data.mdb, lock.mdb); the only durable state"},
+    {"spool.map_size_mb", CONF_INT, OFF(spool_map_size_mb), "4096", 1, 16777216,
+     "maximum spool size in MiB (LMDB map size); injection answers 452 4.3.1 when full"},
+    {"spool.reserve_percent", CONF_INT, OFF(spool_reserve_percent), "5", 0, 50,
+     "share of the map kept free for deliveries, holds and deletes: injection stops here"},
+    {"spool.group_commit_usec", CONF_INT, OFF(spool_group_commit_usec), "1000", 0, 100000,
+     "longest time the spool writer gathers requests into one transaction (microseconds)"},
+    {"spool.group_commit_max", CONF_INT, OFF(spool_group_commit_max), "512", 1, 65536,
+     "most requests committed in one transaction (one fsync)"},
+    {"spool.sync", CONF_BOOL, OFF(spool_sync), "true", 0, 0,
+     "fsync every commit before acknowledging; false risks losing acknowledged mail"},
+
+    {"inject.unix_socket", CONF_STR, OFF(inject_unix_socket), "/run/volley/inject.sock", 0, 0,
+     "SMTP injection on a unix socket; empty string disables it"},
+    {"inject.unix_mode", CONF_MODE, OFF(inject_unix_mode), "0660", 0, 0777,
+     "permissions of the injection socket (octal string)"},
+    {"inject.unix_group", CONF_STR, OFF(inject_unix_group), "", 0, 0,
+     "group owning the injection socket; empty keeps the daemon's group"},
+    {"inject.tcp_listen", CONF_STRLIST, OFF(inject_tcp_listen), "", 0, CONF_MAX_LISTEN,
+     "SMTP injection on TCP: list of \"addr:port\" (\"[::1]:2525\" for IPv6); empty = off"},
+    {"inject.hostname", CONF_STR, OFF(inject_hostname), "", 0, 0,
+     "name in the greeting and EHLO reply; empty uses the system host name"},
+    {"inject.max_connections", CONF_INT, OFF(inject_max_connections), "1000", 1, 100000,
+     "concurrent injection connections (all listeners); more get 421 4.7.0 and are closed"},
+    {"inject.max_message_size", CONF_INT, OFF(inject_max_message_size), "10485760", 1024,
+     268435456, "largest message accepted in octets (SIZE); larger gets 552 5.3.4"},
+    {"inject.max_recipients", CONF_INT, OFF(inject_max_recipients), "1000", 1, 100000,
+     "recipients per message; more get 452 4.5.3"},
+    {"inject.max_errors", CONF_INT, OFF(inject_max_errors), "20", 1, 10000,
+     "protocol errors in a session before it is closed with 421 4.7.0"},
+    {"inject.pregreet_ms", CONF_INT, OFF(inject_pregreet_ms), "0", 0, 60000,
+     "wait this long before the greeting; a client that talks first is refused (554 5.5.1)"},
+    {"inject.timeout_command", CONF_INT, OFF(inject_timeout_command), "300", 1, 3600,
+     "seconds a client may be idle between commands (RFC 5321 4.5.3.2.7)"},
+    {"inject.timeout_data", CONF_INT, OFF(inject_timeout_data), "600", 1, 86400,
+     "seconds a client may take for a whole DATA phase, so a slow drip cannot hold a slot"},
+    {"inject.max_inflight_mb", CONF_INT, OFF(inject_max_inflight_mb), "512", 1, 1048576,
+     "message bytes buffered by all sessions before reading pauses (backpressure)"},
+
+    {"control.socket", CONF_STR, OFF(control_socket), "/run/volley/control.sock", 0, 0,
+     "volleyctl's unix socket"},
+    {"control.mode", CONF_MODE, OFF(control_mode), "0600", 0, 0777,
+     "permissions of the control socket (octal string)"},
+
+    {"log.dir", CONF_STR, OFF(log_dir), "/var/log/volley", 0, 0,
+     "directory of volleyd.log (JSON lines); reopened on SIGHUP"},
+    {"log.level", CONF_LEVEL, OFF(log_level), "info", 0, 0,
+     "lowest level logged: debug, info, notice, warning, error"},
+
+    {"daemon.pid_file", CONF_STR, OFF(pid_file), "/run/volley/volleyd.pid", 0, 0,
+     "pid file written at start; empty disables it"},
+};
+
+static const char *const conf_levels[] = {"debug", "info", "notice", "warning", "error"};
+
+/* conf_set_err - format "file:line: key: reason" into err */
+static void conf_set_err(char *err, size_t errsz, const char *file, int line, const char *key,
+                         const char *reason)
+{
+    if (line > 0)
+        snprintf(err, errsz, "%s:%d: %s: %s", file, line, key, reason);
+    else
+        snprintf(err, errsz, "%s: %s: %s", file, key, reason);
+}
+
+/* conf_parse_mode - octal text to a mode, -1 when not octal or above 0777 */
+static int64_t conf_parse_mode(const char *s)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 8);
+    if (errno || end == s || *end || v < 0 || v > 0777)
+        return -1;
+    return v;
+}
+
+/* conf_parse_int - decimal text to int64; -1 on error (defaults only: table text) */
+static int conf_parse_int(const char *s, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* conf_strlist_free - free a string list field and zero its count */
+static void conf_strlist_free(struct conf *c, const struct conf_key *k)
+{
+    char **list = (char **)((char *)c + k->offset);
+    int *count = (int *)(list + CONF_MAX_LISTEN);
+    for (int i = 0; i < *count; i++) {
+        free(list[i]);
+        list[i] = NULL;
+    }
+    *count = 0;
+}
+
+/* conf_apply_default - set key k of c to its table default */
+static void conf_apply_default(struct conf *c, const struct conf_key *k)
+{
+    void *field = (char *)c + k->offset;
+    switch (k->type) {
+    case CONF_STR:
+    case CONF_LEVEL:
+        free(*(char **)field);
+        *(char **)field = xstrdup(k->def);
+        break;
+    case CONF_INT: {
+        int64_t v = 0;
+        int rc = conf_parse_int(k->def, &v);
+        (void)rc;
+        *(int64_t *)field = v;
+        break;
+    }
+    case CONF_MODE:
+        *(int64_t *)field = conf_parse_mode(k->def);
+        break;
+    case CONF_BOOL:
+        *(bool *)field = strcmp(k->def, "true") == 0;
+        break;
+    case CONF_STRLIST:
+        conf_strlist_free(c, k);
+        break;
+    }
+}
+
+struct conf *conf_defaults(void)
+{
+    struct conf *c = xcalloc(1, sizeof *c);
+    for (size_t i = 0; i < ARRAY_LEN(conf_keys); i++)
+        conf_apply_default(c, &conf_keys[i]);
+    c->source_file = xstrdup("(defaults)");
+    return c;
+}
+
+/* conf_apply_setting - validate setting s against key k and store it; -1 + err */
+static int conf_apply_setting(struct conf *c, const struct conf_key *k, config_setting_t *s,
+                              const char *file, char *err, size_t errsz)
+{
+    void *field = (char *)c + k->offset;
+    int line = (int)config_setting_source_line(s);
+    int t = config_setting_type(s);
+    char reason[256];
+
+    switch (k->type) {
+    case CONF_STR:
+        if (t != CONFIG_TYPE_STRING)
+            goto want_string;
+        free(*(char **)field);
+        *(char **)field = xstrdup(config_setting_get_string(s));
+        return 0;
+    case CONF_LEVEL: {
+        if (t != CONFIG_TYPE_STRING)
+            goto want_string;
+        const char *v = config_setting_get_string(s);
+        for (size_t i = 0; i < ARRAY_LEN(conf_levels); i++) {
+            if (strcmp(v, conf_levels[i]) == 0) {
+                free(*(char **)field);
+                *(char **)field = xstrdup(v);
+                return 0;
+            }
+        }
+        snprintf(reason, sizeof reason,
+                 "unknown level \"%s\" (use debug, info, notice, warning or error)", v);
+        conf_set_err(err, errsz, file, line, k->path, reason);
+        return -1;
+    }
+    case CONF_INT: {
+        if (t != CONFIG_TYPE_INT && t != CONFIG_TYPE_INT64) {
+            conf_set_err(err, errsz, file, line, k->path, "must be an integer");
+            return -1;
+        }
+        long long v = config_setting_get_int64(s);
+        if (v < k->min || v > k->max) {
+            snprintf(reason, sizeof reason, "must be between %lld and %lld (got %lld)",
+                     (long long)k->min, (long long)k->max, v);
+            conf_set_err(err, errsz, file, line, k->path, reason);
+            return -1;
+        }
+        *(int64_t *)field = v;
+        return 0;
+    }
+    case CONF_MODE: {
+        if (t != CONFIG_TYPE_STRING) {
+            conf_set_err(err, errsz, file, line, k->path,
+                         "must be an octal mode in quotes, e.g. \"0660\"");
+            return -1;
+        }
+        int64_t m = conf_parse_mode(config_setting_get_string(s));
+        if (m < 0) {
+            snprintf(reason, sizeof reason, "\"%s\" is not an octal mode between 0 and 0777",
+                     config_setting_get_string(s));
+            conf_set_err(err, errsz, file, line, k->path, reason);
+            return -1;
+        }
+        *(int64_t *)field = m;
+        return 0;
+    }
+    case CONF_BOOL:
+        if (t != CONFIG_TYPE_BOOL) {
+            conf_set_err(err, errsz, file, line, k->path, "must be true or false");
+            return -1;
+        }
+        *(bool *)field = config_setting_get_bool(s);
+        return 0;
+    case CONF_STRLIST: {
+        char **list = (char **)field;
+        int *count = (int *)(list + CONF_MAX_LISTEN);
+        if (t == CONFIG_TYPE_STRING) {
+            conf_strlist_free(c, k);
+            if (*config_setting_get_string(s)) {
+                list[0] = xstrdup(config_setting_get_string(s));
+                *count = 1;
+            }
+            return 0;
+        }
+        if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST) {
+            conf_set_err(err, errsz, file, line, k->path, "must be a list of strings");
+            return -1;
+        }
+        int n = config_setting_length(s);
+        if (n > k->max) {
+            snprintf(reason, sizeof reason, "at most %lld entries (got %d)", (long long)k->max,
+                     n);
+            conf_set_err(err, errsz, file, line, k->path, reason);
+            return -1;
+        }
+        conf_strlist_free(c, k);
+        for (int i = 0; i < n; i++) {
+            config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+            if (config_setting_type(e) != CONFIG_TYPE_STRING) {
+                conf_set_err(err, errsz, file, line, k->path, "must be a list of strings");
+                return -1;
+            }
+            list[(*count)++] = xstrdup(config_setting_get_string(e));
+        }
+        return 0;
+    }
+    }
+    return -1;
+
+want_string:
+    conf_set_err(err, errsz, file, line, k->path, "must be a string in double quotes");
+    return -1;
+}
+
+/* conf_find_key - the table row for a dotted path, or NULL */
+static const struct conf_key *conf_find_key(const char *path)
+{
+    for (size_t i = 0; i < ARRAY_LEN(conf_keys); i++)
+        if (strcmp(conf_keys[i].path, path) == 0)
+            return &conf_keys[i];
+    return NULL;
+}
+
+/* conf_is_group - 1 if path is the prefix group of some key ("spool") */
+static int conf_is_group(const char *path)
+{
+    size_t n = strlen(path);
+    for (size_t i = 0; i < ARRAY_LEN(conf_keys); i++)
+        if (strncmp(conf_keys[i].path, path, n) == 0 && conf_keys[i].path[n] == '.')
+            return 1;
+    return 0;
+}
+
+/*
+ * conf_walk - visit every setting below group g (path prefix pfx), refusing unknown
+ * names, and apply known ones.  Unknown keys are errors rather than warnings because
+ * a misspelt limit silently left at its default is how outages start.
+ */
+static int conf_walk(struct conf *c, config_setting_t *g, const char *pfx, const char *file,
+                     char *err, size_t errsz)
+{
+    int n = config_setting_length(g);
+    for (int i = 0; i < n; i++) {
+        config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
+        const char *name = config_setting_name(s);
+        char path[256];
+        if (!name)
+            continue;
+        snprintf(path, sizeof path, "%s%s%s", pfx, *pfx ? "." : "", name);
+        int line = (int)config_setting_source_line(s);
+        if (config_setting_type(s) == CONFIG_TYPE_GROUP) {
+            if (!conf_is_group(path)) {
+                conf_set_err(err, errsz, file, line, path, "unknown section");
+                return -1;
+            }
+            if (conf_walk(c, s, path, file, err, errsz) < 0)
+                return -1;
+            continue;
+        }
+        const struct conf_key *k = conf_find_key(path);
+        if (!k) {
+            conf_set_err(err, errsz, file, line, path, "unknown key");
+            return -1;
+        }
+        if (conf_apply_setting(c, k, s, file, err, errsz) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+struct conf *conf_load(const char *path, char *err, size_t errsz)
+{
+    config_t cfg;
+    config_init(&cfg);
+    if (access(path, R_OK) < 0) {
+        snprintf(err, errsz, "%s: cannot read: %s", path, strerror(errno));
+        config_destroy(&cfg);
+        return NULL;
+    }
+    if (config_read_file(&cfg, path) != CONFIG_TRUE) {
+        const char *f = config_error_file(&cfg);
+        snprintf(err, errsz, "%s:%d: syntax error: %s", f ? f : path, config_error_line(&cfg),
+                 config_error_text(&cfg));
+        config_destroy(&cfg);
+        return NULL;
+    }
+    struct conf *c = conf_defaults();
+    free(c->source_file);
+    c->source_file = xstrdup(path);
+    if (conf_walk(c, config_root_setting(&cfg), "", path, err, errsz) < 0) {
+        config_destroy(&cfg);
+        conf_free(c);
+        return NULL;
+    }
+    static const char *const required[] = {"spool.dir", "control.socket", "log.dir"};
+    for (size_t i = 0; i < ARRAY_LEN(required); i++) {
+        const struct conf_key *k = conf_find_key(required[i]);
+        if (**(char **)((char *)c + k->offset))
+            continue;
+        config_setting_t *s = config_lookup(&cfg, required[i]);
+        conf_set_err(err, errsz, path, s ? (int)config_setting_source_line(s) : 0, required[i],
+                     "must not be empty");
+        config_destroy(&cfg);
+        conf_free(c);
+        return NULL;
+    }
+    config_destroy(&cfg);
+    return c;
+}
+
+void conf_free(struct conf *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < ARRAY_LEN(conf_keys); i++) {
+        const struct conf_key *k = &conf_keys[i];
+        void *field = (char *)c + k->offset;
+        if (k->type == CONF_STR || k->type == CONF_LEVEL)
+            free(*(char **)field);
+        else if (k->type == CONF_STRLIST)
+            conf_strlist_free(c, k);
+    }
+    free(c->source_file);
+    free(c);
+}
+
+void conf_print_defaults(int fd)
+{
+    FILE *f = fdopen(dup(fd), "w");
+    if (!f)
+        return;
+    const char *group = "";
+    size_t glen = 0;
+    for (size_t i = 0; i < ARRAY_LEN(conf_keys); i++) {
+        const struct conf_key *k = &conf_keys[i];
+        const char *dot = strchr(k->path, '.');
+        size_t len = (size_t)(dot - k->path);
+        if (len != glen || strncmp(group, k->path, len) != 0) {
+            if (glen)
+                fprintf(f, "};\n\n");
+            fprintf(f, "%.*s: {\n", (int)len, k->path);
+            group = k->path;
+            glen = len;
+        }
+        fprintf(f, "    # %s\n", k->doc);
+        switch (k->type) {
+        case CONF_STR:
+        case CONF_LEVEL:
+        case CONF_MODE:
+            fprintf(f, "    %s = \"%s\";\n", dot + 1, k->def);
+            break;
+        case CONF_INT:
+            fprintf(f, "    %s = %s;    # %lld..%lld\n", dot + 1, k->def, (long long)k->min,
+                    (long long)k->max);
+            break;
+        case CONF_BOOL:
+            fprintf(f, "    %s = %s;\n", dot + 1, k->def);
+            break;
+        case CONF_STRLIST:
+            fprintf(f, "    %s = [ ];\n", dot + 1);
+            break;
+        }
+    }
+    if (glen)
+        fprintf(f, "};\n");
+    fclose(f);
+}

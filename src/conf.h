@@ -1,0 +1,75 @@
+/*
+ * conf - the daemon's configuration: one table of keys (name, type, default,
+ * bounds, doc) read from a libconfig file.
+ *
+ * The table in conf.c is the single source of truth: the parser walks it, unknown
+ * keys are refused, and `volleyd --print-defaults` prints it, which is how
+ * conf/volley.conf is kept honest.  A bad file is refused with "file:line: key:
+ * reason".  The parsed struct conf is immutable once loaded; a reload builds a new
+ * one.
+ */
+#ifndef VOLLEY_CONF_H
+#define VOLLEY_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONF_MAX_LISTEN 8
+
+struct conf {
+    /* spool */
+    char *spool_dir;
+    int64_t spool_map_size_mb;
+    int64_t spool_reserve_percent;
+    int64_t spool_group_commit_usec;
+    int64_t spool_group_commit_max;
+    bool spool_sync;
+
+    /* inject */
+    char *inject_unix_socket;
+    int64_t inject_unix_mode;
+    char *inject_unix_group;
+    char *inject_tcp_listen[CONF_MAX_LISTEN];
+    int inject_tcp_listen_count;
+    char *inject_hostname;
+    int64_t inject_max_connections;
+    int64_t inject_max_message_size;
+    int64_t inject_max_recipients;
+    int64_t inject_max_errors;
+    int64_t inject_pregreet_ms;
+    int64_t inject_timeout_command;
+    int64_t inject_timeout_data;
+    int64_t inject_max_inflight_mb;
+
+    /* control */
+    char *control_socket;
+    int64_t control_mode;
+
+    /* log */
+    char *log_dir;
+    char *log_level;
+
+    /* daemon */
+    char *pid_file;
+
+    char *source_file; /* the file this was read from */
+};
+
+/*
+ * conf_load - read and validate path into a new conf.  On failure returns NULL and
+ * writes "path:line: key: reason" into err (size errsz).  Caller frees with
+ * conf_free().
+ */
+struct conf *conf_load(const char *path, char *err, size_t errsz);
+
+/* conf_defaults - a conf holding every default (no file); caller frees */
+struct conf *conf_defaults(void);
+
+/* conf_free - release c and every string it owns */
+void conf_free(struct conf *c);
+
+/* conf_print_defaults - write the key table as a commented config file to fd */
+void conf_print_defaults(int fd);
+
+#endif

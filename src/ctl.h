@@ -1,0 +1,59 @@
+/*
+ * ctl - the control socket that volleyctl talks to.
+ *
+ * Protocol: a client connects to control.socket (unix stream), writes one request
+ * per line as a JSON object, and reads one reply line per request (JSON object).
+ * Requests are answered in order; the connection may carry many.  A request line
+ * is at most 64 KiB.  Every reply has "ok": true|false; failures carry "error"
+ * (a one-line human message).
+ *
+ *   {"cmd":"status"}
+ *     -> {"ok":true,"version":"0.1.0","pid":N,"uptime_s":N,
+ *         "queue":{"messages":N,"recipients":N,"due":N},
+ *         "spool":{"dir":"...","used_bytes":N,"map_bytes":N,"commits":N,"ops":N},
+ *         "inject":{"sessions":N,"accepted_msgs":N,"accepted_rcpts":N,"rejected":N}}
+ *
+ *   {"cmd":"queue"[,"domain":D][,"campaign":C]}
+ *     counts of current recipients, optionally filtered
+ *     -> {"ok":true,"total":{"messages":N,"recipients":N},
+ *         "by_state":{"queued":N,"deferred":N,"held":N},
+ *         "by_domain":{"example.com":{"queued":N,"deferred":N,"held":N},...},
+ *         "by_campaign":{"spring":{"queued":N,"deferred":N,"held":N},...}}
+ *     ("deferred" = queued with attempts > 0; messages without a campaign are
+ *     counted under "")
+ *
+ *   {"cmd":"list"[,"domain":D][,"campaign":C][,"limit":N]}
+ *     -> {"ok":true,"messages":[{"id":"...","sender":"...","campaign":"...",
+ *         "created":"RFC3339","size":N,"recipients":N},...],"truncated":bool}
+ *
+ *   {"cmd":"show","id":"16HEX"}
+ *     -> {"ok":true,"id":"...","sender":"...","campaign":"...","created":"RFC3339",
+ *         "size":N,"client":"...","helo":"...","flags":["8bitmime","smtputf8"],
+ *         "headers":"<the header section as text, CRLFs kept; invalid UTF-8 replaced>",
+ *         "recipients":[{"index":N,"address":"...","domain":"...","state":
+ *             "queued|deferred|held","attempts":N,"next_attempt":"RFC3339",
+ *             "last_reply":"..."},...]}
+ *
+ *   {"cmd":"cat","id":"16HEX"}
+ *     -> {"ok":true,"size":N} followed by exactly N raw bytes (the stored message)
+ *
+ *   {"cmd":"hold"|"release"|"delete", one of "id":"16HEX" | "domain":D | "campaign":C}
+ *     -> {"ok":true,"recipients":N,"messages":M}   (messages: removed, for delete)
+ *     answered after the change is committed; nothing matched -> ok with zeros
+ *
+ *   {"cmd":"verify"} -> {"ok":true,"violations":N,"first":"..."}
+ *   {"cmd":"log_rotate"} -> {"ok":true}
+ *
+ * Unknown commands or bad arguments -> {"ok":false,"error":"..."}.
+ */
+#ifndef VOLLEY_CTL_H
+#define VOLLEY_CTL_H
+
+struct engine;
+
+/* ctl_listen - bind control.socket and serve it on the engine's loop; 0 or -1 */
+int ctl_listen(struct engine *eng);
+/* ctl_shutdown - close the listener and every control connection */
+void ctl_shutdown(struct engine *eng);
+
+#endif

@@ -1,0 +1,297 @@
+/*
+ * engine - front loop, signals, spool mailbox and id registry (see engine.h).
+ */
+#include "engine.h"
+#include "ctl.h"
+#include "log.h"
+#include "smtpd.h"
+#include "util.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define ENGINE_REG_EMPTY 0
+#define ENGINE_REG_DEAD UINT64_MAX
+#define ENGINE_SHUTDOWN_GRACE_S 30
+
+struct engine_reg_slot {
+    uint64_t id;
+    void *ptr;
+};
+
+/* engine_mb_post - writer thread: queue a finished job for the loop */
+static void engine_mb_post(struct spool_op *op, void *arg)
+{
+    struct engine *eng = arg;
+    struct engine_job *job = (struct engine_job *)op; /* op is the first member */
+    pthread_mutex_lock(&eng->mb_mu);
+    bool was_empty = eng->mb_head == NULL;
+    job->mb_next = eng->mb_head;
+    eng->mb_head = job;
+    pthread_mutex_unlock(&eng->mb_mu);
+    if (was_empty) {
+        uint64_t one = 1;
+        /* EAGAIN means the counter is already non-zero: the loop will wake anyway */
+        if (write(eng->mb_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+            log_msg(LOG_ERROR, "engine_mailbox", "eventfd write: %s", strerror(errno));
+    }
+}
+
+/* engine_mb_drain - loop: run the completions of every finished job, in order */
+static void engine_mb_drain(struct engine *eng)
+{
+    pthread_mutex_lock(&eng->mb_mu);
+    struct engine_job *list = eng->mb_head;
+    eng->mb_head = NULL;
+    pthread_mutex_unlock(&eng->mb_mu);
+    struct engine_job *fifo = NULL;
+    while (list) { /* the list was pushed LIFO */
+        struct engine_job *next = list->mb_next;
+        list->mb_next = fifo;
+        fifo = list;
+        list = next;
+    }
+    while (fifo) {
+        struct engine_job *next = fifo->mb_next;
+        fifo->complete(eng, fifo);
+        fifo = next;
+    }
+}
+
+/* engine_mb_cb - eventfd readable */
+static void engine_mb_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct engine *eng = arg;
+    uint64_t n;
+    if (read(fd, &n, sizeof n) < 0 && errno != EAGAIN)
+        log_msg(LOG_ERROR, "engine_mailbox", "eventfd read: %s", strerror(errno));
+    engine_mb_drain(eng);
+}
+
+int engine_submit(struct engine *eng, struct engine_job *job)
+{
+    job->op.done = engine_mb_post;
+    job->op.arg = eng;
+    return spool_submit(eng->spool, &job->op);
+}
+
+/* engine_reg_hash - slot index for id */
+static size_t engine_reg_hash(uint64_t id, size_t cap)
+{
+    id ^= id >> 33;
+    id *= 0xff51afd7ed558ccdULL;
+    id ^= id >> 33;
+    return (size_t)id & (cap - 1);
+}
+
+/* engine_reg_grow - rehash into a table twice as large (drops tombstones) */
+static void engine_reg_grow(struct engine *eng)
+{
+    size_t ncap = eng->reg_cap ? eng->reg_cap * 2 : 1024;
+    struct engine_reg_slot *n = xcalloc(ncap, sizeof *n);
+    size_t used = 0;
+    for (size_t i = 0; i < eng->reg_cap; i++) {
+        uint64_t id = eng->reg[i].id;
+        if (id == ENGINE_REG_EMPTY || id == ENGINE_REG_DEAD)
+            continue;
+        size_t j = engine_reg_hash(id, ncap);
+        while (n[j].id != ENGINE_REG_EMPTY)
+            j = (j + 1) & (ncap - 1);
+        n[j] = eng->reg[i];
+        used++;
+    }
+    free(eng->reg);
+    eng->reg = n;
+    eng->reg_cap = ncap;
+    eng->reg_used = used;
+}
+
+uint64_t engine_reg_add(struct engine *eng, void *ptr)
+{
+    if ((eng->reg_used + 1) * 2 > eng->reg_cap)
+        engine_reg_grow(eng);
+    uint64_t id = ++eng->reg_next;
+    size_t j = engine_reg_hash(id, eng->reg_cap);
+    while (eng->reg[j].id != ENGINE_REG_EMPTY)
+        j = (j + 1) & (eng->reg_cap - 1);
+    eng->reg[j].id = id;
+    eng->reg[j].ptr = ptr;
+    eng->reg_used++;
+    return id;
+}
+
+/* engine_reg_find - slot of id or NULL */
+static struct engine_reg_slot *engine_reg_find(struct engine *eng, uint64_t id)
+{
+    if (!eng->reg_cap || id == ENGINE_REG_EMPTY || id == ENGINE_REG_DEAD)
+        return NULL;
+    size_t j = engine_reg_hash(id, eng->reg_cap);
+    while (eng->reg[j].id != ENGINE_REG_EMPTY) {
+        if (eng->reg[j].id == id)
+            return &eng->reg[j];
+        j = (j + 1) & (eng->reg_cap - 1);
+    }
+    return NULL;
+}
+
+void *engine_reg_get(struct engine *eng, uint64_t id)
+{
+    struct engine_reg_slot *s = engine_reg_find(eng, id);
+    return s ? s->ptr : NULL;
+}
+
+void engine_reg_del(struct engine *eng, uint64_t id)
+{
+    struct engine_reg_slot *s = engine_reg_find(eng, id);
+    if (s) {
+        s->id = ENGINE_REG_DEAD; /* stays counted in reg_used until the next grow */
+        s->ptr = NULL;
+    }
+}
+
+void engine_inflight_changed(struct engine *eng)
+{
+    smtpd_resume(eng);
+}
+
+/* engine_maybe_exit - after SIGTERM: leave the loop once the last session is gone */
+static void engine_maybe_exit(struct engine *eng)
+{
+    if (eng->stopping && smtpd_sessions(eng) == 0)
+        event_base_loopexit(eng->base, NULL);
+}
+
+/* engine_exit_poll - while stopping, check every 100 ms whether sessions drained */
+static void engine_exit_poll(evutil_socket_t fd, short what, void *arg)
+{
+    engine_maybe_exit(arg);
+}
+
+/* engine_signal_cb - SIGTERM/SIGINT: graceful stop; SIGHUP: reopen logs */
+static void engine_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct engine *eng = arg;
+    if (sig == SIGHUP) {
+        if (log_reopen() < 0)
+            log_msg(LOG_ERROR, "log_reopen", "cannot reopen logs: %s", strerror(errno));
+        else
+            log_msg(LOG_INFO, "log_reopen", "logs reopened");
+        return;
+    }
+    if (eng->stopping)
+        return;
+    log_msg(LOG_NOTICE, "shutdown", "signal %d: stopping; in-flight commits finish first",
+            (int)sig);
+    eng->stopping = true;
+    smtpd_shutdown(eng);
+    ctl_shutdown(eng);
+    struct timeval grace = {ENGINE_SHUTDOWN_GRACE_S, 0}, tick = {0, 100000};
+    event_base_loopexit(eng->base, &grace);
+    eng->exit_poll = event_new(eng->base, -1, EV_PERSIST, engine_exit_poll, eng);
+    event_add(eng->exit_poll, &tick);
+    engine_maybe_exit(eng);
+}
+
+struct engine *engine_create(struct conf *conf, char *err, size_t errsz)
+{
+    struct engine *eng = xcalloc(1, sizeof *eng);
+    eng->conf = conf;
+    eng->started_ms = now_ms();
+    eng->mb_fd = -1;
+    pthread_mutex_init(&eng->mb_mu, NULL);
+    if (*conf->inject_hostname)
+        str_copy(eng->hostname, sizeof eng->hostname, conf->inject_hostname);
+    else if (gethostname(eng->hostname, sizeof eng->hostname - 1) < 0)
+        str_copy(eng->hostname, sizeof eng->hostname, "localhost");
+
+    eng->base = event_base_new();
+    if (!eng->base) {
+        snprintf(err, errsz, "cannot create event base");
+        goto fail;
+    }
+    eng->mb_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (eng->mb_fd < 0) {
+        snprintf(err, errsz, "eventfd: %s", strerror(errno));
+        goto fail;
+    }
+    eng->mb_ev = event_new(eng->base, eng->mb_fd, EV_READ | EV_PERSIST, engine_mb_cb, eng);
+    event_add(eng->mb_ev, NULL);
+
+    struct spool_params sp = {
+        .dir = conf->spool_dir,
+        .map_size = (uint64_t)conf->spool_map_size_mb << 20,
+        .reserve_percent = (unsigned)conf->spool_reserve_percent,
+        .sync = conf->spool_sync,
+        .group_usec = (unsigned)conf->spool_group_commit_usec,
+        .group_max = (unsigned)conf->spool_group_commit_max,
+    };
+    if (spool_open(&eng->spool, &sp, err, errsz) < 0)
+        goto fail;
+
+    eng->sig_term = evsignal_new(eng->base, SIGTERM, engine_signal_cb, eng);
+    eng->sig_int = evsignal_new(eng->base, SIGINT, engine_signal_cb, eng);
+    eng->sig_hup = evsignal_new(eng->base, SIGHUP, engine_signal_cb, eng);
+    event_add(eng->sig_term, NULL);
+    event_add(eng->sig_int, NULL);
+    event_add(eng->sig_hup, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    return eng;
+
+fail:
+    engine_free(eng);
+    return NULL;
+}
+
+int engine_listen(struct engine *eng)
+{
+    if (smtpd_listen(eng) < 0 || ctl_listen(eng) < 0)
+        return -1;
+    return 0;
+}
+
+void engine_run(struct engine *eng)
+{
+    struct spool_totals t;
+    spool_totals(eng->spool, &t);
+    log_event(LOG_NOTICE, "started",
+              json_pack("{s:s, s:I, s:I, s:I}", "spool", eng->conf->spool_dir, "messages",
+                        (json_int_t)t.msgs, "recipients", (json_int_t)t.rcpts, "pid",
+                        (json_int_t)getpid()));
+    event_base_dispatch(eng->base);
+    log_msg(LOG_NOTICE, "stopped", "event loop ended");
+}
+
+void engine_free(struct engine *eng)
+{
+    if (!eng)
+        return;
+    if (eng->base) {
+        smtpd_free(eng);
+        ctl_shutdown(eng);
+    }
+    /* spool_close runs every queued op to completion; their jobs land in the
+     * mailbox and are completed (with their requesters gone) below. */
+    spool_close(eng->spool);
+    engine_mb_drain(eng);
+    if (eng->mb_ev)
+        event_free(eng->mb_ev);
+    if (eng->mb_fd >= 0)
+        close(eng->mb_fd);
+    if (eng->exit_poll)
+        event_free(eng->exit_poll);
+    if (eng->sig_term) {
+        event_free(eng->sig_term);
+        event_free(eng->sig_int);
+        event_free(eng->sig_hup);
+    }
+    if (eng->base)
+        event_base_free(eng->base);
+    pthread_mutex_destroy(&eng->mb_mu);
+    free(eng->reg);
+    free(eng);
+}

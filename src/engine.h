@@ -1,0 +1,94 @@
+/*
+ * engine - the daemon's front loop: startup, signals, the spool mailbox, the id
+ * registry and end-of-tick reaping.
+ *
+ * One libevent event_base runs injection (smtpd_), the control socket (ctl_) and,
+ * later, the HTTP API.  The spool writer thread reports completions through a
+ * mailbox (a mutex-guarded list plus an eventfd), so every completion runs on the
+ * loop thread.  Completions name their requester by a 64-bit id from the registry,
+ * never by pointer: a session that went away while its commit was in flight simply
+ * is not found, and the job is freed.
+ */
+#ifndef VOLLEY_ENGINE_H
+#define VOLLEY_ENGINE_H
+
+#include "conf.h"
+#include "spool.h"
+
+#include <event2/event.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct engine;
+
+/*
+ * struct engine_job - a spool op with a loop-side completion.  The submitter
+ * allocates it (usually embedded in a larger struct), sets op and complete, and
+ * calls engine_submit(); complete() runs on the loop after the commit and owns
+ * the job from then on (it frees it).
+ */
+struct engine_job {
+    struct spool_op op;
+    uint64_t owner; /* registry id of the requester */
+    void (*complete)(struct engine *eng, struct engine_job *job);
+    struct engine_job *mb_next;
+};
+
+struct engine_stats {
+    uint64_t sessions;        /* open injection sessions */
+    uint64_t accepted_msgs;
+    uint64_t accepted_rcpts;
+    uint64_t rejected;        /* messages refused at end of DATA or by the spool */
+    uint64_t inflight_bytes;  /* message bytes buffered by sessions */
+};
+
+struct engine {
+    struct event_base *base;
+    struct conf *conf;
+    struct spool *spool;
+    int64_t started_ms;
+    bool stopping;
+    char hostname[256];
+    struct engine_stats stats;
+
+    /* spool mailbox */
+    pthread_mutex_t mb_mu;
+    struct engine_job *mb_head;
+    int mb_fd;
+    struct event *mb_ev;
+
+    /* id registry: open addressing, ids never reused */
+    uint64_t reg_next;
+    struct engine_reg_slot *reg;
+    size_t reg_cap, reg_used;
+
+    struct event *sig_term, *sig_int, *sig_hup, *exit_poll;
+    struct smtpd *smtpd;
+    struct ctl *ctl;
+};
+
+/* engine_create - build the loop and open the spool; NULL + err on failure */
+struct engine *engine_create(struct conf *conf, char *err, size_t errsz);
+/* engine_listen - open the injection and control listeners; 0 or -1 (logged) */
+int engine_listen(struct engine *eng);
+/* engine_run - serve until SIGTERM/SIGINT and the last session has drained */
+void engine_run(struct engine *eng);
+/* engine_free - close listeners, drain the spool writer, free everything */
+void engine_free(struct engine *eng);
+
+/* engine_submit - hand job to the spool writer; 0, or -1 if the spool is closing */
+int engine_submit(struct engine *eng, struct engine_job *job);
+
+/* engine_reg_add - register ptr and return its new id (never 0) */
+uint64_t engine_reg_add(struct engine *eng, void *ptr);
+/* engine_reg_get - the pointer registered under id, or NULL once it is gone */
+void *engine_reg_get(struct engine *eng, uint64_t id);
+/* engine_reg_del - forget id */
+void engine_reg_del(struct engine *eng, uint64_t id);
+
+/* engine_inflight_changed - called when stats.inflight_bytes dropped, to resume
+ * sessions paused by max_inflight_mb */
+void engine_inflight_changed(struct engine *eng);
+
+#endif

@@ -1,0 +1,199 @@
+/*
+ * spool - the LMDB message store: the only durable state of volleyd.
+ *
+ * One LMDB environment (spool.dir/data.mdb) with these named databases; every
+ * integer in a key is big-endian so LMDB's byte order is numeric order:
+ *
+ *   msg       id(8)                 -> struct spool_msg_rec + sender + campaign +
+ *                                      client + helo + content (the message bytes as
+ *                                      accepted, CRLF lines, dot-stuffing removed,
+ *                                      X-Volley-* control headers taken off)
+ *   rcpt      id(8) idx(4)          -> struct spool_rcpt_rec + address + last reply
+ *   due       next_ms(8) id(8) idx(4) -> empty: every QUEUED recipient, by next try
+ *   supp      address | "@domain"  -> suppression record (feedback issue)
+ *   campaign  name                  -> struct spool_campaign_rec (counters)
+ *   meta      "schema"              -> uint32 schema version (SPOOL_SCHEMA)
+ *
+ * Invariants, kept by doing every mutation in one writer transaction:
+ *   - a msg record exists iff at least one rcpt record with its id exists;
+ *     recipients that reach a final state are removed, and the last one takes the
+ *     message with it;
+ *   - a rcpt in state QUEUED has exactly one due entry (at its next_ms); a HELD rcpt
+ *     has none.
+ *
+ * Writes go through the writer thread (spool_writer.c): callers fill a struct
+ * spool_op and spool_submit() it; the writer gathers requests for up to
+ * group_commit_usec or group_commit_max of them, applies them in ONE transaction,
+ * commits (one fsync unless sync is off), and only then calls each op's done()
+ * callback, on the writer thread.  A caller may therefore acknowledge (250) from
+ * done(): the data is on disk.  Reads (spool_walk, spool_msg_load, spool_totals)
+ * run in the caller's thread in their own read-only transaction and never block the
+ * writer.
+ *
+ * This module includes no engine or event-loop header.
+ */
+#ifndef VOLLEY_SPOOL_H
+#define VOLLEY_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SPOOL_SCHEMA 1
+
+/* Op results (in spool_op.result) */
+#define SPOOL_OK 0
+#define SPOOL_EFULL 1   /* map or disk full, or the reserve reached: 452 4.3.1 */
+#define SPOOL_EIO 2     /* any other storage failure: 451 4.3.0 */
+#define SPOOL_ENOENT 3  /* selector matched nothing */
+
+enum SPOOL_RCPT_STATE {
+    SPOOL_RCPT_QUEUED = 0, /* waiting for its next try (attempts > 0: deferred) */
+    SPOOL_RCPT_HELD = 1,   /* held by an operator: not tried until released */
+};
+const char *spool_rcpt_state_str(enum SPOOL_RCPT_STATE s);
+
+/* message flags */
+#define SPOOL_MSG_8BIT 0x1     /* BODY=8BITMIME */
+#define SPOOL_MSG_SMTPUTF8 0x2 /* SMTPUTF8 given */
+
+struct spool;
+
+struct spool_params {
+    const char *dir;
+    uint64_t map_size;        /* bytes */
+    unsigned reserve_percent; /* inserts refused above 100 - this */
+    bool sync;                /* fsync each commit */
+    unsigned group_usec;      /* gather window */
+    unsigned group_max;       /* ops per transaction */
+};
+
+/*
+ * spool_open - open or create the environment and start the writer thread.
+ * On failure returns -1 and describes it in err.  The largest message id found is
+ * fed to msgid_floor().
+ */
+int spool_open(struct spool **out, const struct spool_params *p, char *err, size_t errsz);
+/* spool_close - finish every submitted op (their done() runs), stop the writer,
+ * close the environment */
+void spool_close(struct spool *sp);
+
+/* A message to insert.  Owned by the submitter; the writer only reads it. */
+struct spool_msg {
+    uint64_t id;
+    int64_t created_ms;
+    uint32_t flags;
+    const char *sender; /* "" = null reverse-path */
+    const char *campaign; /* "" = none */
+    const char *client; /* peer, e.g. "127.0.0.1" or "unix" */
+    const char *helo;
+    const char *const *rcpts;
+    uint32_t nrcpt;
+    const uint8_t *content;
+    size_t content_len;
+};
+
+enum SPOOL_OP {
+    SPOOL_OP_INSERT,  /* msg */
+    SPOOL_OP_HOLD,    /* sel: QUEUED -> HELD */
+    SPOOL_OP_RELEASE, /* sel: HELD -> QUEUED, due now */
+    SPOOL_OP_DELETE,  /* sel: remove recipients (and messages left empty) */
+};
+const char *spool_op_str(enum SPOOL_OP op);
+
+enum SPOOL_SEL { SPOOL_SEL_ID, SPOOL_SEL_DOMAIN, SPOOL_SEL_CAMPAIGN };
+const char *spool_sel_str(enum SPOOL_SEL s);
+
+struct spool_sel {
+    enum SPOOL_SEL kind;
+    uint64_t id;     /* SPOOL_SEL_ID */
+    char text[256];  /* domain (lowercase) or campaign */
+};
+
+/*
+ * struct spool_op - one write request.  The submitter owns it and must keep it (and
+ * what it points to) alive until done() has been called; done() runs on the writer
+ * thread and must only hand the result over (post it to a loop), not block.
+ */
+struct spool_op {
+    enum SPOOL_OP type;
+    const struct spool_msg *msg; /* INSERT */
+    struct spool_sel sel;        /* HOLD, RELEASE, DELETE */
+    int result;                  /* SPOOL_OK or SPOOL_E* */
+    uint64_t count;              /* recipients affected */
+    uint64_t msgs;               /* messages affected (DELETE: removed) */
+    void (*done)(struct spool_op *op, void *arg);
+    void *arg;
+    struct spool_op *next; /* writer's queue link */
+};
+
+/* spool_submit - queue op for the writer; 0, or -1 if the spool is closing */
+int spool_submit(struct spool *sp, struct spool_op *op);
+
+/* Totals for status: O(1), from LMDB's own page statistics. */
+struct spool_totals {
+    uint64_t msgs;
+    uint64_t rcpts;
+    uint64_t due;      /* QUEUED recipients */
+    uint64_t used_bytes;
+    uint64_t map_bytes;
+    uint64_t commits;  /* since start */
+    uint64_t ops;      /* since start */
+};
+int spool_totals(struct spool *sp, struct spool_totals *t);
+
+/* Read-side views; strings are copies owned by the view (spool_*_free). */
+struct spool_rcpt_info {
+    uint32_t idx;
+    enum SPOOL_RCPT_STATE state;
+    uint16_t attempts;
+    int64_t next_ms;
+    char *addr;
+    const char *domain; /* points into addr */
+    char *last_reply;
+};
+
+struct spool_msg_info {
+    uint64_t id;
+    int64_t created_ms;
+    uint32_t flags;
+    uint32_t nrcpt_total; /* at injection */
+    char *sender;
+    char *campaign;
+    char *client;
+    char *helo;
+    uint8_t *content; /* only with want_content */
+    size_t content_len;
+    struct spool_rcpt_info *rcpts; /* current recipients */
+    uint32_t nrcpt;
+};
+
+/*
+ * spool_msg_load - load message id with its current recipients (and content when
+ * want_content) into *out.  Returns 0, -1 with SPOOL_ENOENT in *why if absent, or -1
+ * with SPOOL_EIO.  Free with spool_msg_info_free().
+ */
+int spool_msg_load(struct spool *sp, uint64_t id, bool want_content, struct spool_msg_info *out,
+                   int *why);
+void spool_msg_info_free(struct spool_msg_info *m);
+
+/*
+ * spool_walk - call fn for every recipient in id order with its message (content
+ * not loaded).  Pointers are valid only during the call.  fn returns 0 to go on, 1
+ * to stop.  Returns 0 or -1 on a read error.
+ */
+typedef int (*spool_walk_fn)(const struct spool_msg_info *m, const struct spool_rcpt_info *r,
+                             void *arg);
+int spool_walk(struct spool *sp, spool_walk_fn fn, void *arg);
+
+/*
+ * spool_verify - check the invariants listed above over the whole spool; returns
+ * the number of violations (0 = consistent) and describes the first in err, -1 on
+ * a read error.
+ */
+long spool_verify(struct spool *sp, char *err, size_t errsz);
+
+/* spool_domain_of - the domain part of addr (after the last '@'), or "" */
+const char *spool_domain_of(const char *addr);
+
+#endif
