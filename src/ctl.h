@@ -38,7 +38,8 @@
  *     -> {"ok":true,"size":N} followed by exactly N raw bytes (the stored message)
  *
  *   {"cmd":"hold"|"release"|"delete", one of "id":"16HEX" | "domain":D | "campaign":C}
- *     -> {"ok":true,"recipients":N,"messages":M}   (messages: removed, for delete)
+ *     -> {"ok":true,"recipients":N,"messages":M}   (messages touched; for delete:
+ *        messages removed because no recipient was left)
  *     answered after the change is committed; nothing matched -> ok with zeros
  *
  *   {"cmd":"verify"} -> {"ok":true,"violations":N,"first":"..."}

@@ -95,9 +95,7 @@ enum SMTP_CMD smtp_command(const char *line, size_t len, const char **arg, size_
         const char *verb = smtp_cmd_names[c];
         size_t vlen = strlen(verb);
         if (len < vlen || !smtp_syntax_caseeq(line, verb, vlen)) continue;
-        if (len == vlen) {
-            return (enum SMTP_CMD)c;
-        }
+        if (len == vlen) return (enum SMTP_CMD)c;
         if (line[vlen] != ' ') continue;
         if (arg) *arg = line + vlen + 1;
         if (arglen) *arglen = len - vlen - 1;
@@ -378,6 +376,24 @@ static enum SMTP_PATH_ERR smtp_syntax_dotstring(const char *s, size_t n, size_t 
 }
 
 /*
+ * smtp_syntax_params - after the closing '>' at offset i: nothing, or one or more
+ * spaces and then the parameters, which are returned through params/paramslen.
+ */
+static enum SMTP_PATH_ERR smtp_syntax_params(const char *arg, size_t len, size_t i,
+                                             const char **params, size_t *paramslen)
+{
+    if (i < len && arg[i] != ' ') return SMTP_PATH_SYNTAX;
+    while (i < len && arg[i] == ' ')
+        i++;
+    *params = arg + i;
+    *paramslen = len - i;
+    return SMTP_PATH_OK;
+}
+
+/*
+ * smtp_syntax_path - the parser behind smtp_parse_path_arg; out starts zeroed and
+ * may be left half-filled on error (the caller clears it).
+ *
  * Parsing runs left to right and stops at the first fault, so the reply names the
  * earliest problem in the line.  Length limits are checked after the syntax of the
  * part they bound, which is why "<a..b@x>" with a 100-octet local part reports the
@@ -385,18 +401,14 @@ static enum SMTP_PATH_ERR smtp_syntax_dotstring(const char *s, size_t n, size_t 
  * route is checked but not counted, because it is dropped and the command line as a
  * whole is already capped at SMTP_CMDLINE_MAX by the caller.
  */
-enum SMTP_PATH_ERR smtp_parse_path_arg(const char *arg, size_t len, bool is_rcpt, bool utf8_ok,
-                                       struct smtp_path *out, const char **params,
-                                       size_t *paramslen)
+static enum SMTP_PATH_ERR smtp_syntax_path(const char *arg, size_t len, bool is_rcpt, bool utf8_ok,
+                                           struct smtp_path *out, const char **params,
+                                           size_t *paramslen)
 {
     const char *kw = is_rcpt ? "TO:" : "FROM:";
     size_t kwlen = strlen(kw);
     size_t i, lstart, llen, dstart, dlen;
     enum SMTP_PATH_ERR err;
-
-    memset(out, 0, sizeof(*out));
-    if (params) *params = NULL;
-    if (paramslen) *paramslen = 0;
 
     if (len < kwlen || !smtp_syntax_caseeq(arg, kw, kwlen)) return SMTP_PATH_SYNTAX;
     i = kwlen;
@@ -408,8 +420,7 @@ enum SMTP_PATH_ERR smtp_parse_path_arg(const char *arg, size_t len, bool is_rcpt
     if (i < len && arg[i] == '>') {
         if (is_rcpt) return SMTP_PATH_NULL_RCPT;
         out->is_null = true;
-        i++;
-        goto params;
+        return smtp_syntax_params(arg, len, i + 1, params, paramslen);
     }
 
     if (i < len && arg[i] == '@') {
@@ -438,8 +449,7 @@ enum SMTP_PATH_ERR smtp_parse_path_arg(const char *arg, size_t len, bool is_rcpt
         memcpy(out->addr, arg + lstart, llen);
         out->addr[llen] = '\0';
         out->local_len = llen;
-        i++;
-        goto params;
+        return smtp_syntax_params(arg, len, i + 1, params, paramslen);
     }
     if (arg[i] != '@') return SMTP_PATH_BAD_LOCAL;
     i++;
@@ -475,18 +485,30 @@ enum SMTP_PATH_ERR smtp_parse_path_arg(const char *arg, size_t len, bool is_rcpt
     for (size_t k = 0; k < dlen; k++)
         out->domain[k] = arg[dstart] == '[' ? arg[dstart + k] : smtp_syntax_lower(arg[dstart + k]);
     out->domain[dlen] = '\0';
-    i++; /* the '>' */
+    return smtp_syntax_params(arg, len, i + 1, params, paramslen);
+}
 
-params:
-    if (i < len && arg[i] != ' ') {
+/*
+ * The public entry point owns the output contract: out is all zero and params NULL
+ * on any error, so a caller that logs a rejected path never sees half a parse.
+ */
+enum SMTP_PATH_ERR smtp_parse_path_arg(const char *arg, size_t len, bool is_rcpt, bool utf8_ok,
+                                       struct smtp_path *out, const char **params,
+                                       size_t *paramslen)
+{
+    const char *p = NULL;
+    size_t plen = 0;
+
+    memset(out, 0, sizeof(*out));
+    enum SMTP_PATH_ERR err = smtp_syntax_path(arg, len, is_rcpt, utf8_ok, out, &p, &plen);
+    if (err != SMTP_PATH_OK) {
         memset(out, 0, sizeof(*out));
-        return SMTP_PATH_SYNTAX;
+        p = NULL;
+        plen = 0;
     }
-    while (i < len && arg[i] == ' ')
-        i++;
-    if (params) *params = arg + i;
-    if (paramslen) *paramslen = len - i;
-    return SMTP_PATH_OK;
+    if (params) *params = p;
+    if (paramslen) *paramslen = plen;
+    return err;
 }
 
 /*

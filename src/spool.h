@@ -121,7 +121,7 @@ struct spool_op {
     struct spool_sel sel;        /* HOLD, RELEASE, DELETE */
     int result;                  /* SPOOL_OK or SPOOL_E* */
     uint64_t count;              /* recipients affected */
-    uint64_t msgs;               /* messages affected (DELETE: removed) */
+    uint64_t msgs;               /* messages touched (DELETE: messages removed) */
     void (*done)(struct spool_op *op, void *arg);
     void *arg;
     struct spool_op *next; /* writer's queue link */

@@ -280,6 +280,8 @@ static int spool_apply_msg_rcpts(struct spool *sp, MDB_txn *txn, struct spool_op
     if (rc && rc != MDB_NOTFOUND)
         return rc;
     op->count += touched;
+    if (op->type != SPOOL_OP_DELETE && touched)
+        op->msgs++;
     if (op->type == SPOOL_OP_DELETE && touched && spool_msg_empty(sp, txn, id)) {
         uint8_t ib[8];
         put_be64(ib, id);
