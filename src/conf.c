@@ -43,8 +43,9 @@ static const struct conf_key conf_keys[] = {
      "maximum spool size in MiB (LMDB map size); injection answers 452 4.3.1 when full"},
     {"spool.reserve_percent", CONF_INT, OFF(spool_reserve_percent), "5", 0, 50,
      "share of the map kept free for deliveries, holds and deletes: injection stops here"},
-    {"spool.group_commit_usec", CONF_INT, OFF(spool_group_commit_usec), "1000", 0, 100000,
-     "longest time the spool writer gathers requests into one transaction (microseconds)"},
+    {"spool.group_commit_usec", CONF_INT, OFF(spool_group_commit_usec), "0", 0, 100000,
+     "extra wait for more requests before a commit (microseconds); 0 = none: what arrives "
+     "during one fsync shares the next"},
     {"spool.group_commit_max", CONF_INT, OFF(spool_group_commit_max), "512", 1, 65536,
      "most requests committed in one transaction (one fsync)"},
     {"spool.sync", CONF_BOOL, OFF(spool_sync), "true", 0, 0,

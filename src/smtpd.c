@@ -235,8 +235,12 @@ static void smtpd_flush(struct smtpd_session *s)
     struct evbuffer *out = bufferevent_get_output(s->bev);
     if (s->dead || evbuffer_get_length(out) == 0)
         return;
-    if (evbuffer_write(out, bufferevent_getfd(s->bev)) < 0 && errno != EAGAIN &&
-        errno != EWOULDBLOCK && errno != EINTR) {
+    /* a bufferevent keeps the front of its output frozen so only it drains it */
+    evbuffer_unfreeze(out, 1);
+    int n = evbuffer_write(out, bufferevent_getfd(s->bev));
+    int err = errno;
+    evbuffer_freeze(out, 1);
+    if (n < 0 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
         smtpd_kill(s);
         return;
     }
@@ -886,6 +890,7 @@ static void smtpd_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct
     bufferevent_setwatermark(s->bev, EV_READ, 0, SMTPD_READ_HIWAT);
     struct timeval tv = {c->inject_timeout_command, 0};
     bufferevent_set_timeouts(s->bev, &tv, &tv);
+    bufferevent_disable(s->bev, EV_WRITE); /* on by default; see smtpd_flush */
     bufferevent_enable(s->bev, EV_READ);
     log_event(LOG_DEBUG, "inject_connect",
               json_pack("{s:I, s:s}", "session", (json_int_t)s->id, "client", s->client));
