@@ -26,8 +26,8 @@ mkdir -p "$bin"
 make -s -C "$rig/tools" OUT="$bin"
 plan=$("$rig/gen.sh" "$msgs")
 
-printf "%-8s %-8s %-8s %-10s %-10s %-12s %-10s %-10s\n" sessions msgs secs msgs_per_s \
-    cpu_s cpu_ms_per_msg peak_rss_mb spool_B_per_msg
+printf "%-8s %-8s %-8s %-10s %-8s %-14s %-11s %-11s %-10s\n" sessions msgs secs msgs_per_s \
+    cpu_s cpu_ms_per_msg peak_rss_mb anon_rss_mb spool_B_per_msg
 for s in $sessions; do
     rm -rf "$dir/spool" "$dir/log" && mkdir -p "$dir"
     cat >"$dir/volley.conf" <<CONF
@@ -49,6 +49,7 @@ CONF
     out=$("$bin/inject" 127.0.0.1 "$port" "$plan" "$s" 100)
     cpu1=$(awk '{print $14 + $15}' /proc/$pid/stat)
     hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
+    anon=$(awk '/RssAnon/ {print $2}' /proc/$pid/status)
     st=$("$build/volleyctl" -s "$dir/control.sock" status --json)
     kill $pid
     wait $pid || true
@@ -58,8 +59,8 @@ CONF
     queued=$(tr -d ' \n' <<<"$st" | sed -n 's/.*"messages":\([0-9]*\).*/\1/p')
     [ "$ok" = "$msgs" ] || echo "WARNING: only $ok of $msgs accepted: $out" >&2
     awk -v s="$s" -v n="$ok" -v t="$secs" -v c0="$cpu0" -v c1="$cpu1" -v hz="$(getconf CLK_TCK)" \
-        -v hwm="$hwm" -v used="$used" -v q="$queued" 'BEGIN {
+        -v hwm="$hwm" -v anon="$anon" -v used="$used" -v q="$queued" 'BEGIN {
         cpu = (c1 - c0) / hz
-        printf "%-8d %-8d %-8.2f %-10.0f %-10.2f %-12.3f %-10.1f %-10.0f\n", s, n, t, n / t,
-            cpu, cpu * 1000 / n, hwm / 1024, q ? used / q : 0 }'
+        printf "%-8d %-8d %-8.2f %-10.0f %-8.2f %-14.3f %-11.1f %-11.1f %-10.0f\n", s, n, t,
+            n / t, cpu, cpu * 1000 / n, hwm / 1024, anon / 1024, q ? used / q : 0 }'
 done
