@@ -80,7 +80,9 @@ struct smtpd_session {
     struct bufferevent *bev;
     struct event *timer; /* pregreet delay, then the DATA deadline */
     enum SMTPD_STATE state;
-    bool dead, paused;
+    bool dead;
+    bool paused; /* this processing round stopped for the in-flight budget */
+    bool parked; /* counted in smtpd.npaused, reading off until smtpd_resume */
     char client[64];
     char helo[256];
     bool greeted, esmtp;
@@ -107,6 +109,8 @@ struct smtpd {
     struct smtpd_session *reap;
     struct event *reap_ev;
     bool shutting_down;
+    uint64_t runner; /* the one session allowed past max_inflight_mb (registry id) */
+    size_t npaused;  /* sessions waiting for the in-flight budget */
 };
 
 /* A message on its way to the spool.  Owns every byte the writer reads. */
@@ -205,6 +209,10 @@ static void smtpd_kill(struct smtpd_session *s)
     if (s->dead)
         return;
     s->dead = true;
+    if (s->parked) {
+        d->npaused--;
+        s->parked = false;
+    }
     bufferevent_disable(s->bev, EV_READ | EV_WRITE);
     if (s->timer)
         event_del(s->timer);
@@ -610,6 +618,7 @@ static void smtpd_data_end(struct smtpd_session *s)
     }
 
     struct smtpd_job *j = xcalloc(1, sizeof *j);
+    j->msg.flags = s->flags; /* before smtpd_txn_reset clears it */
     j->sender = xstrdup(s->sender);
     j->campaign = xstrdup(campaign);
     j->client = xstrdup(s->client);
@@ -624,7 +633,6 @@ static void smtpd_data_end(struct smtpd_session *s)
 
     j->msg.id = msgid_next();
     j->msg.created_ms = now_ms();
-    j->msg.flags = s->flags;
     j->msg.sender = j->sender;
     j->msg.campaign = j->campaign;
     j->msg.client = j->client;
@@ -648,6 +656,29 @@ static void smtpd_data_end(struct smtpd_session *s)
 }
 
 /*
+ * smtpd_must_wait - whether s has to pause reading message text until buffered
+ * bytes drain.  One session at a time may run past the budget: otherwise a message
+ * larger than the budget, or sessions that all paused part-way, would wait for
+ * memory that only their own completion frees.  So memory stays under
+ * max_inflight_mb + max_message_size.
+ */
+static bool smtpd_must_wait(struct smtpd_session *s)
+{
+    struct engine *eng = s->eng;
+    struct smtpd *d = eng->smtpd;
+    if (eng->stats.inflight_bytes <= (uint64_t)eng->conf->inject_max_inflight_mb << 20)
+        return false;
+    struct smtpd_session *r = d->runner ? engine_reg_get(eng, d->runner) : NULL;
+    if (r == s)
+        return false;
+    if (!r || r->state != SMTPD_DATA) {
+        d->runner = s->id;
+        return false;
+    }
+    return true;
+}
+
+/*
  * smtpd_data_lines - consume message text from the contiguous bytes p[0..n);
  * returns how many bytes were used.  Stops at the end-of-data line, at a partial
  * line, or when the in-flight budget is exhausted (sets s->paused).
@@ -655,14 +686,13 @@ static void smtpd_data_end(struct smtpd_session *s)
 static size_t smtpd_data_lines(struct smtpd_session *s, const char *p, size_t n)
 {
     struct engine *eng = s->eng;
-    uint64_t budget = (uint64_t)eng->conf->inject_max_inflight_mb << 20;
     size_t used = 0;
 
     while (used < n && s->state == SMTPD_DATA) {
         const char *line = p + used;
         const char *lf = memchr(line, '\n', n - used);
         if (!lf) {
-            if (n - used > SMTP_TEXTLINE_MAX) { /* over-long and still growing */
+            if (n - used > SMTP_TEXTLINE_MAX + 1) { /* over-long (a stuffed dot may add 1) */
                 s->long_line = true;
                 s->skip_to_lf = true;
                 used = n;
@@ -676,25 +706,29 @@ static size_t smtpd_data_lines(struct smtpd_session *s, const char *p, size_t n)
             continue;
         }
         size_t textlen = linelen;
-        if (textlen && line[textlen - 1] == '\r')
+        bool crlf = textlen && line[textlen - 1] == '\r';
+        if (crlf)
             textlen--;
         else
             s->bare_eol = true;
-        if (textlen == 1 && line[0] == '.') {
+        /* Only <CRLF>.<CRLF> ends the text: a "." line ended by a bare LF does not,
+         * so nothing after it can be smuggled in as a second message. */
+        if (crlf && textlen == 1 && line[0] == '.') {
             smtpd_data_end(s);
             break;
         }
         if (memchr(line, '\r', textlen))
             s->bare_eol = true;
-        if (textlen > SMTP_TEXTLINE_MAX - 2)
-            s->long_line = true;
-        if (s->too_big || s->bare_eol || s->long_line)
-            continue; /* the message is refused at the end: store nothing more */
         const char *text = line;
         if (textlen && text[0] == '.') { /* RFC 5321 4.5.2 transparency */
             text++;
             textlen--;
         }
+        /* the limit does not count the transparency dot (RFC 5321 4.5.3.1.6) */
+        if (textlen > SMTP_TEXTLINE_MAX - 2)
+            s->long_line = true;
+        if (s->too_big || s->bare_eol || s->long_line)
+            continue; /* the message is refused at the end: store nothing more */
         size_t before = s->content.len;
         if (vbuf_append(&s->content, text, textlen) < 0 ||
             vbuf_append(&s->content, "\r\n", 2) < 0) {
@@ -703,7 +737,7 @@ static size_t smtpd_data_lines(struct smtpd_session *s, const char *p, size_t n)
             continue;
         }
         eng->stats.inflight_bytes += s->content.len - before;
-        if (eng->stats.inflight_bytes > budget) {
+        if (smtpd_must_wait(s)) {
             s->paused = true;
             break;
         }
@@ -719,11 +753,13 @@ static int smtpd_cmd_line(struct smtpd_session *s, struct evbuffer *in)
     struct evbuffer_ptr e = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
     size_t avail = evbuffer_get_length(in);
     if (e.pos < 0) {
-        if (avail > SMTPD_CMDLINE_LIMIT) {
+        if (avail > SMTPD_CMDLINE_LIMIT || s->skip_to_lf) {
+            /* one reply per over-long line, however many reads it spans: more would
+             * shift every later reply of a pipelining client */
             evbuffer_drain(in, avail);
+            if (!s->skip_to_lf)
+                smtpd_error(s, "command", "500 5.5.2 Error: line too long");
             s->skip_to_lf = true;
-            smtpd_error(s, "command", "500 5.5.2 Error: line too long");
-            return 0;
         }
         return 1;
     }
@@ -758,8 +794,11 @@ static void smtpd_process(struct smtpd_session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->bev);
     struct evbuffer *out = bufferevent_get_output(s->bev);
-    uint64_t budget = (uint64_t)s->eng->conf->inject_max_inflight_mb << 20;
 
+    if (s->parked) {
+        s->eng->smtpd->npaused--;
+        s->parked = false;
+    }
     s->paused = false;
     while (!s->dead && evbuffer_get_length(in) > 0) {
         if (evbuffer_get_length(out) > SMTPD_WRITE_HIWAT)
@@ -768,7 +807,7 @@ static void smtpd_process(struct smtpd_session *s)
             if (smtpd_cmd_line(s, in))
                 break;
         } else if (s->state == SMTPD_DATA) {
-            if (s->eng->stats.inflight_bytes > budget) {
+            if (smtpd_must_wait(s)) {
                 s->paused = true;
                 break;
             }
@@ -790,10 +829,13 @@ static void smtpd_process(struct smtpd_session *s)
         smtpd_close_after_flush(s);
         return;
     }
-    if (s->paused)
+    if (s->paused) {
+        s->parked = true;
+        s->eng->smtpd->npaused++;
         bufferevent_disable(s->bev, EV_READ);
-    else
+    } else {
         bufferevent_enable(s->bev, EV_READ);
+    }
     smtpd_flush(s);
 }
 
@@ -811,18 +853,20 @@ static void smtpd_read_cb(struct bufferevent *bev, void *arg)
     smtpd_process(s);
 }
 
+/*
+ * smtpd_resume - buffered bytes were released: let every paused session try again
+ * (smtpd_must_wait re-pauses those that still have to wait, and picks a new runner
+ * when the last one is done).  Costs nothing while no session is paused.
+ */
 void smtpd_resume(struct engine *eng)
 {
     struct smtpd *d = eng->smtpd;
-    uint64_t budget = (uint64_t)eng->conf->inject_max_inflight_mb << 20;
-    if (!d)
+    if (!d || d->npaused == 0)
         return;
-    for (struct smtpd_session *s = d->head; s && eng->stats.inflight_bytes <= budget;) {
-        struct smtpd_session *next = s->next;
-        if (s->paused && !s->dead) {
+    for (struct smtpd_session *s = d->head, *next; s; s = next) {
+        next = s->next;
+        if (s->parked && !s->dead)
             smtpd_process(s);
-        }
-        s = next;
     }
 }
 

@@ -966,6 +966,12 @@ static void test_path_out_reset_on_error(void **state)
     assert_string_equal(p.addr, "");
     assert_string_equal(p.domain, "");
     assert_false(p.is_null);
+    /* the local part had already set utf8 when the domain failed */
+    assert_int_equal(parse("TO:<j\xc3\xb6rg@bad_domain>", true, true, &p), SMTP_PATH_BAD_DOMAIN);
+    assert_false(p.utf8);
+    assert_int_equal(p.local_len, 0);
+    assert_int_equal(parse("TO:<postmaster>x", true, false, &p), SMTP_PATH_SYNTAX);
+    assert_string_equal(p.addr, "");
 }
 
 int main(void)
