@@ -36,6 +36,7 @@ struct ctl_conn {
     uint64_t id;
     struct bufferevent *bev;
     bool waiting; /* a change is being committed */
+    bool closing; /* last reply queued */
     bool dead;
     struct ctl_conn *prev, *next;
 };
@@ -103,6 +104,23 @@ static void ctl_kill(struct ctl_conn *c)
     c->next = ctl->reap;
     ctl->reap = c;
     event_active(ctl->reap_ev, 0, 0);
+}
+
+/* ctl_write_cb - output drained: finish a close started by ctl_close_after_flush */
+static void ctl_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct ctl_conn *c = arg;
+    if (c->closing)
+        ctl_kill(c);
+}
+
+/* ctl_close_after_flush - stop reading; close once the queued reply is written */
+static void ctl_close_after_flush(struct ctl_conn *c)
+{
+    c->closing = true;
+    bufferevent_disable(c->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        ctl_kill(c);
 }
 
 static void ctl_reap_cb(evutil_socket_t fd, short what, void *arg)
@@ -489,19 +507,19 @@ static void ctl_request(struct ctl_conn *c, const char *line, size_t len)
 static void ctl_process(struct ctl_conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
-    while (!c->dead && !c->waiting) {
+    while (!c->dead && !c->waiting && !c->closing) {
         size_t eol;
         struct evbuffer_ptr e = evbuffer_search_eol(in, NULL, &eol, EVBUFFER_EOL_LF);
         if (e.pos < 0) {
             if (evbuffer_get_length(in) > CTL_LINE_MAX) {
                 ctl_fail(c, "request line too long");
-                ctl_kill(c);
+                ctl_close_after_flush(c);
             }
             return;
         }
         if ((size_t)e.pos > CTL_LINE_MAX) {
             ctl_fail(c, "request line too long");
-            ctl_kill(c);
+            ctl_close_after_flush(c);
             return;
         }
         char *line = xmalloc((size_t)e.pos + 1);
@@ -541,7 +559,7 @@ static void ctl_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct s
     ctl->head = c;
     struct timeval tv = {CTL_TIMEOUT_S, 0};
     bufferevent_set_timeouts(c->bev, &tv, &tv);
-    bufferevent_setcb(c->bev, ctl_read_cb, NULL, ctl_event_cb, c);
+    bufferevent_setcb(c->bev, ctl_read_cb, ctl_write_cb, ctl_event_cb, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 

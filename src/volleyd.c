@@ -65,7 +65,8 @@ static int volleyd_daemonize(void)
             n = read(p[0], &ok, 1);
         while (n < 0 && errno == EINTR);
         waitpid(pid, NULL, 0);
-        exit(n == 1 && ok == 1 ? 0 : 1);
+        /* _exit: the daemon owns everything now; nothing here is ours to tear down */
+        _exit(n == 1 && ok == 1 ? 0 : 1);
     }
     close(p[0]);
     setsid();

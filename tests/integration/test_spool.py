@@ -257,3 +257,40 @@ def test_ctl_bad_requests(volley):
     assert replies[3] == {"ok": True, "recipients": 4, "messages": 3}
     assert replies[4]["ok"] and replies[4]["queue"]["due"] == 4
     volley.assert_intact(snap)
+
+
+def test_ctl_request_line_limit(volley):
+    """ctl.h: a request line is at most 64 KiB.  One of exactly 64 KiB is answered; a
+    longer one gets {"ok":false,"error":...} (then the connection may close), and the
+    daemon keeps serving."""
+    import json
+    import socket
+
+    def exchange(payload):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(5)
+        s.connect(volley.control_socket)
+        got = b""
+        try:
+            s.sendall(payload)
+            while b"\n" not in got:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        finally:
+            s.close()
+        return got
+
+    base = b'{"cmd":"status","pad":""}'
+    ok = base[:-2] + b"x" * (65536 - len(base)) + b'"}'
+    assert len(ok) == 65536
+    r = json.loads(exchange(ok + b"\n").split(b"\n")[0])
+    assert r["ok"] is True
+    got = exchange(base[:-2] + b"x" * 70000 + b'"}\n')
+    assert got, "no reply to an over-long request (connection dropped silently)"
+    r = json.loads(got.split(b"\n")[0])
+    assert r["ok"] is False and "too long" in r["error"]
+    assert volley.ctl({"cmd": "status"})["ok"]
