@@ -92,3 +92,64 @@ def test_partial_messages_filling_budget_do_not_deadlock(volley):
     for k, r in enumerate(replies):
         assert r.code != 421, "client %d starved: %s" % (k, r)
         assert volley.cat(queued_id(r)) == bodies[k]
+
+
+def _rss_anon_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.conf({"inject.max_inflight_mb": 4, "inject.max_message_size": 10485760,
+                   "inject.timeout_data": 30})
+def test_inflight_budget_bounds_memory(volley):
+    """16 clients send an 8 MB message each at the same time (128 MB in all).  With a
+    4 MiB budget the daemon's anonymous memory must stay far below what buffering
+    everything would take (documented bound: max_inflight_mb plus one message over it,
+    plus per-session read buffers)."""
+    n, size = 16, 8 * 1024 * 1024
+    body = _big_body("mem", size)
+    wire = dot_stuff(body) + b".\r\n"
+    base = _rss_anon_kb(volley.pid)
+    peak = [base]
+    done = threading.Event()
+
+    def sampler():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_anon_kb(volley.pid))
+            time.sleep(0.02)
+
+    results, errors = [], []
+    lock = threading.Lock()
+
+    def client(t):
+        try:
+            with volley.session(timeout=60) as c:
+                expect(c.mail("s@example.org"), "250 2.1.0")
+                expect(c.rcpt("r%d@example.com" % t), "250 2.1.5")
+                expect(c.cmd("DATA"), "354")
+                c.send(wire)
+                r = c.read_reply()
+                with lock:
+                    results.append(queued_id(r))
+        except Exception as e:  # noqa: BLE001
+            with lock:
+                errors.append("client %d: %r" % (t, e))
+
+    st = threading.Thread(target=sampler, daemon=True)
+    st.start()
+    threads = [threading.Thread(target=client, args=(t,), daemon=True) for t in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    done.set()
+    st.join(2)
+    assert not errors, errors
+    assert len(results) == n
+    grown_mb = (peak[0] - base) / 1024
+    print("RssAnon grew by %.1f MB while %d x %d MB were injected" % (grown_mb, n, size >> 20))
+    assert grown_mb < 64, "RssAnon grew by %.1f MB with a 4 MiB in-flight budget" % grown_mb
+    assert volley.cat(results[0]) == body

@@ -240,3 +240,19 @@ def test_bad_config_for_volleyctl(volley, tmp_path):
     r = subprocess.run([str(VOLLEYCTL), "-c", str(p), "status"], capture_output=True, timeout=30)
     assert r.returncode == 1
     assert b"%s:2:" % str(p).encode() in r.stderr
+
+
+def test_show_escapes_terminal_controls(volley):
+    """Header text comes from outside: `show` must not pass ESC, BEL, other C0/C1
+    controls or DEL to the terminal; --json and cat stay exact."""
+    body = (b"Subject: \x1b[31mred\x1b[0m \x07bell \x7fdel \xc2\x9bcsi\r\n"
+            b"X-Tab: a\tb\r\n\r\nbody \x1b]0;title\x07\r\n")
+    msgid = volley.inject("s@example.org", ["r@example.com"], body, params="BODY=8BITMIME")
+    out = volley.volleyctl("show", msgid)
+    assert out.returncode == 0, out
+    for bad in (b"\x1b", b"\x07", b"\x7f", b"\xc2\x9b"):
+        assert bad not in out.stdout, "raw %r reached the terminal: %r" % (bad, out.stdout)
+    assert b"red" in out.stdout and b"bell" in out.stdout
+    j = json.loads(volley.volleyctl("show", "--json", msgid).stdout)
+    assert j["headers"] == body[:body.index(b"\r\n\r\n") + 2].decode()
+    assert volley.volleyctl("cat", msgid).stdout == body
