@@ -21,7 +21,7 @@ enum CONF_TYPE {
     CONF_INT,     /* int64_t within [min, max] */
     CONF_BOOL,    /* bool */
     CONF_MODE,    /* int64_t: octal file mode given as a string "0660" */
-    CONF_STRLIST, /* char *[CONF_MAX_LISTEN] + count right after */
+    CONF_STRLIST, /* char *[CONF_MAX_LIST] + int count right after; max = most entries */
     CONF_LEVEL,   /* char *: one of debug, info, notice, warning, error */
 };
 
@@ -63,8 +63,8 @@ static const struct conf_key conf_keys[] = {
      "name in the greeting and EHLO reply; empty uses the system host name"},
     {"inject.max_connections", CONF_INT, OFF(inject_max_connections), "1000", 1, 100000,
      "concurrent injection connections (all listeners); more get 421 4.7.0 and are closed"},
-    {"inject.max_message_size", CONF_INT, OFF(inject_max_message_size), "10485760", 1024,
-     268435456, "largest message accepted in octets (SIZE); larger gets 552 5.3.4"},
+    {"inject.max_message_size", CONF_INT, OFF(inject_max_message_size), "10485760", 1024, 268435456,
+     "largest message accepted in octets (SIZE); larger gets 552 5.3.4"},
     {"inject.max_recipients", CONF_INT, OFF(inject_max_recipients), "1000", 1, 100000,
      "recipients per message; more get 452 4.5.3"},
     {"inject.max_errors", CONF_INT, OFF(inject_max_errors), "20", 1, 10000,
@@ -77,6 +77,61 @@ static const struct conf_key conf_keys[] = {
      "seconds a client may take for a whole DATA phase, so a slow drip cannot hold a slot"},
     {"inject.max_inflight_mb", CONF_INT, OFF(inject_max_inflight_mb), "512", 1, 1048576,
      "message bytes buffered by all sessions before reading pauses (backpressure)"},
+
+    {"delivery.workers", CONF_INT, OFF(delivery_workers), "1", 1, 64,
+     "delivery threads; each owns the destination domains that hash to it"},
+    {"delivery.helo_name", CONF_STR, OFF(delivery_helo_name), "", 0, 0,
+     "our EHLO name; empty uses inject.hostname or the system host name"},
+    {"delivery.source_address", CONF_STR, OFF(delivery_source_address), "", 0, 0,
+     "local address outgoing connections are bound to; empty lets the kernel choose"},
+    {"delivery.port", CONF_INT, OFF(delivery_port), "25", 1, 65535,
+     "TCP port of remote mail hosts (25; tests use others)"},
+    {"delivery.tls", CONF_STR, OFF(delivery_tls), "opportunistic", 0, 0,
+     "STARTTLS policy: off, opportunistic (plain text after a failed handshake), required"},
+    {"delivery.max_ready", CONF_INT, OFF(delivery_max_ready), "50000", 100, 10000000,
+     "recipients held in memory for delivery; the rest wait on disk in the due index"},
+    {"delivery.max_connections_per_site", CONF_INT, OFF(delivery_max_conn_site), "20", 1, 10000,
+     "concurrent connections to one site (a group of domains sharing MX hosts)"},
+    {"delivery.max_connections_per_domain", CONF_INT, OFF(delivery_max_conn_domain), "20", 1, 10000,
+     "concurrent transactions for one recipient domain"},
+    {"delivery.max_messages_per_connection", CONF_INT, OFF(delivery_max_msgs_per_conn), "100", 1,
+     100000, "messages sent over one connection before it is closed"},
+    {"delivery.max_recipients_per_transaction", CONF_INT, OFF(delivery_max_rcpts_per_txn), "100", 1,
+     10000, "recipients of one domain per SMTP transaction"},
+    {"delivery.idle_timeout", CONF_INT, OFF(delivery_idle_timeout), "5", 0, 3600,
+     "seconds an idle connection waits for more mail before QUIT"},
+    {"delivery.retry_schedule", CONF_STR, OFF(delivery_retry_schedule), "5m,10m,20m,40m,1h", 0, 0,
+     "waits between tries (s, m, h, d suffixes); the last one repeats"},
+    {"delivery.max_age", CONF_INT, OFF(delivery_max_age), "432000", 1, 31536000,
+     "seconds a message may wait before undelivered recipients expire (5 days)"},
+    {"delivery.site_down_seconds", CONF_INT, OFF(delivery_site_down_s), "60", 1, 86400,
+     "after no MX host of a site could be reached, wait this long before trying it again"},
+    {"delivery.site_patterns", CONF_STRLIST, OFF(delivery_site_patterns), "", 0, CONF_MAX_LIST,
+     "\"name=glob\" entries: domains whose first MX host matches glob share site name"},
+    {"delivery.timeout_connect", CONF_INT, OFF(delivery_timeout_connect), "30", 1, 3600,
+     "seconds to establish a TCP connection"},
+    {"delivery.timeout_greeting", CONF_INT, OFF(delivery_timeout_greeting), "300", 1, 3600,
+     "seconds to wait for the banner (RFC 5321 4.5.3.2.1)"},
+    {"delivery.timeout_command", CONF_INT, OFF(delivery_timeout_command), "300", 1, 3600,
+     "seconds to wait for replies to EHLO, STARTTLS, MAIL, RCPT, RSET (4.5.3.2.2-3)"},
+    {"delivery.timeout_data_init", CONF_INT, OFF(delivery_timeout_data_init), "120", 1, 3600,
+     "seconds to wait for the 354 (4.5.3.2.4)"},
+    {"delivery.timeout_data_block", CONF_INT, OFF(delivery_timeout_data_block), "180", 1, 3600,
+     "seconds a block of message text may take to send (4.5.3.2.5)"},
+    {"delivery.timeout_data_done", CONF_INT, OFF(delivery_timeout_data_done), "600", 1, 3600,
+     "seconds to wait for the reply after the final dot (4.5.3.2.6)"},
+
+    {"dns.servers", CONF_STRLIST, OFF(dns_servers), "", 0, CONF_MAX_LIST,
+     "\"ip[:port]\" resolvers to use instead of /etc/resolv.conf; empty = resolv.conf"},
+    {"dns.timeout_ms", CONF_INT, OFF(dns_timeout_ms), "2000", 10, 60000,
+     "milliseconds before a DNS query is retried"},
+    {"dns.tries", CONF_INT, OFF(dns_tries), "2", 1, 10, "DNS tries per server"},
+    {"dns.min_ttl", CONF_INT, OFF(dns_min_ttl), "60", 0, 86400,
+     "shortest time an MX answer is cached (seconds)"},
+    {"dns.max_ttl", CONF_INT, OFF(dns_max_ttl), "86400", 1, 604800,
+     "longest time an MX answer is cached (seconds)"},
+    {"dns.neg_ttl", CONF_INT, OFF(dns_neg_ttl), "300", 0, 86400,
+     "how long NXDOMAIN, null MX and no-address answers are cached (seconds)"},
 
     {"control.socket", CONF_STR, OFF(control_socket), "/run/volley/control.sock", 0, 0,
      "volleyctl's unix socket"},
@@ -91,6 +146,8 @@ static const struct conf_key conf_keys[] = {
     {"daemon.pid_file", CONF_STR, OFF(pid_file), "/run/volley/volleyd.pid", 0, 0,
      "pid file written at start; empty disables it"},
 };
+
+static int conf_parse_retry(const char *text, int64_t *out, int *count, char *why, size_t whysz);
 
 static const char *const conf_levels[] = {"debug", "info", "notice", "warning", "error"};
 
@@ -110,8 +167,7 @@ static int64_t conf_parse_mode(const char *s)
     char *end;
     errno = 0;
     long v = strtol(s, &end, 8);
-    if (errno || end == s || *end || v < 0 || v > 0777)
-        return -1;
+    if (errno || end == s || *end || v < 0 || v > 0777) return -1;
     return v;
 }
 
@@ -121,8 +177,7 @@ static int conf_parse_int(const char *s, int64_t *out)
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end)
-        return -1;
+    if (errno || end == s || *end) return -1;
     *out = v;
     return 0;
 }
@@ -131,7 +186,7 @@ static int conf_parse_int(const char *s, int64_t *out)
 static void conf_strlist_free(struct conf *c, const struct conf_key *k)
 {
     char **list = (char **)((char *)c + k->offset);
-    int *count = (int *)(list + CONF_MAX_LISTEN);
+    int *count = (int *)(list + CONF_MAX_LIST);
     for (int i = 0; i < *count; i++) {
         free(list[i]);
         list[i] = NULL;
@@ -174,6 +229,9 @@ struct conf *conf_defaults(void)
     for (size_t i = 0; i < ARRAY_LEN(conf_keys); i++)
         conf_apply_default(c, &conf_keys[i]);
     c->source_file = xstrdup("(defaults)");
+    char why[200];
+    conf_parse_retry(c->delivery_retry_schedule, c->delivery_retry, &c->delivery_retry_count, why,
+                     sizeof why);
     return c;
 }
 
@@ -188,14 +246,12 @@ static int conf_apply_setting(struct conf *c, const struct conf_key *k, config_s
 
     switch (k->type) {
     case CONF_STR:
-        if (t != CONFIG_TYPE_STRING)
-            goto want_string;
+        if (t != CONFIG_TYPE_STRING) goto want_string;
         free(*(char **)field);
         *(char **)field = xstrdup(config_setting_get_string(s));
         return 0;
     case CONF_LEVEL: {
-        if (t != CONFIG_TYPE_STRING)
-            goto want_string;
+        if (t != CONFIG_TYPE_STRING) goto want_string;
         const char *v = config_setting_get_string(s);
         for (size_t i = 0; i < ARRAY_LEN(conf_levels); i++) {
             if (strcmp(v, conf_levels[i]) == 0) {
@@ -249,7 +305,7 @@ static int conf_apply_setting(struct conf *c, const struct conf_key *k, config_s
         return 0;
     case CONF_STRLIST: {
         char **list = (char **)field;
-        int *count = (int *)(list + CONF_MAX_LISTEN);
+        int *count = (int *)(list + CONF_MAX_LIST);
         if (t == CONFIG_TYPE_STRING) {
             conf_strlist_free(c, k);
             if (*config_setting_get_string(s)) {
@@ -264,8 +320,7 @@ static int conf_apply_setting(struct conf *c, const struct conf_key *k, config_s
         }
         int n = config_setting_length(s);
         if (n > k->max) {
-            snprintf(reason, sizeof reason, "at most %lld entries (got %d)", (long long)k->max,
-                     n);
+            snprintf(reason, sizeof reason, "at most %lld entries (got %d)", (long long)k->max, n);
             conf_set_err(err, errsz, file, line, k->path, reason);
             return -1;
         }
@@ -292,8 +347,7 @@ want_string:
 static const struct conf_key *conf_find_key(const char *path)
 {
     for (size_t i = 0; i < ARRAY_LEN(conf_keys); i++)
-        if (strcmp(conf_keys[i].path, path) == 0)
-            return &conf_keys[i];
+        if (strcmp(conf_keys[i].path, path) == 0) return &conf_keys[i];
     return NULL;
 }
 
@@ -302,8 +356,7 @@ static int conf_is_group(const char *path)
 {
     size_t n = strlen(path);
     for (size_t i = 0; i < ARRAY_LEN(conf_keys); i++)
-        if (strncmp(conf_keys[i].path, path, n) == 0 && conf_keys[i].path[n] == '.')
-            return 1;
+        if (strncmp(conf_keys[i].path, path, n) == 0 && conf_keys[i].path[n] == '.') return 1;
     return 0;
 }
 
@@ -320,8 +373,7 @@ static int conf_walk(struct conf *c, config_setting_t *g, const char *pfx, const
         config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
         const char *name = config_setting_name(s);
         char path[256];
-        if (!name)
-            continue;
+        if (!name) continue;
         snprintf(path, sizeof path, "%s%s%s", pfx, *pfx ? "." : "", name);
         int line = (int)config_setting_source_line(s);
         if (config_setting_type(s) == CONFIG_TYPE_GROUP) {
@@ -329,8 +381,7 @@ static int conf_walk(struct conf *c, config_setting_t *g, const char *pfx, const
                 conf_set_err(err, errsz, file, line, path, "unknown section");
                 return -1;
             }
-            if (conf_walk(c, s, path, file, err, errsz) < 0)
-                return -1;
+            if (conf_walk(c, s, path, file, err, errsz) < 0) return -1;
             continue;
         }
         const struct conf_key *k = conf_find_key(path);
@@ -338,8 +389,108 @@ static int conf_walk(struct conf *c, config_setting_t *g, const char *pfx, const
             conf_set_err(err, errsz, file, line, path, "unknown key");
             return -1;
         }
-        if (conf_apply_setting(c, k, s, file, err, errsz) < 0)
+        if (conf_apply_setting(c, k, s, file, err, errsz) < 0) return -1;
+    }
+    return 0;
+}
+
+/* conf_key_line - source line of a key in cfg, 0 when it came from the defaults */
+static int conf_key_line(config_t *cfg, const char *key)
+{
+    config_setting_t *s = config_lookup(cfg, key);
+    return s ? (int)config_setting_source_line(s) : 0;
+}
+
+/*
+ * conf_parse_retry - "5m,10m,1h" into seconds; -1 with a reason on bad syntax.
+ * Suffixes s, m, h, d; a bare number is seconds.
+ */
+static int conf_parse_retry(const char *text, int64_t *out, int *count, char *why, size_t whysz)
+{
+    const char *p = text;
+    *count = 0;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(p, &end, 10);
+        if (end == p || errno || v <= 0) {
+            snprintf(why, whysz, "\"%s\": each wait must be a positive number", text);
             return -1;
+        }
+        int64_t mult = 1;
+        switch (*end) {
+        case 's':
+            mult = 1;
+            end++;
+            break;
+        case 'm':
+            mult = 60;
+            end++;
+            break;
+        case 'h':
+            mult = 3600;
+            end++;
+            break;
+        case 'd':
+            mult = 86400;
+            end++;
+            break;
+        default:
+            break;
+        }
+        if (*count == CONF_MAX_RETRY) {
+            snprintf(why, whysz, "at most %d waits", CONF_MAX_RETRY);
+            return -1;
+        }
+        if (v > 31536000 / mult) {
+            snprintf(why, whysz, "\"%s\": a wait is longer than a year", text);
+            return -1;
+        }
+        out[(*count)++] = v * mult;
+        while (*end == ' ')
+            end++;
+        if (*end == ',')
+            end++;
+        else if (*end) {
+            snprintf(why, whysz, "\"%s\": expected e.g. \"5m,10m,1h\"", text);
+            return -1;
+        }
+        while (*end == ' ')
+            end++;
+        p = end;
+    }
+    if (*count == 0) {
+        snprintf(why, whysz, "must list at least one wait");
+        return -1;
+    }
+    return 0;
+}
+
+/* conf_check_delivery - cross-field checks of the delivery and dns sections */
+static int conf_check_delivery(struct conf *c, config_t *cfg, const char *path, char *err,
+                               size_t errsz)
+{
+    char why[200];
+    if (conf_parse_retry(c->delivery_retry_schedule, c->delivery_retry, &c->delivery_retry_count,
+                         why, sizeof why) < 0) {
+        conf_set_err(err, errsz, path, conf_key_line(cfg, "delivery.retry_schedule"),
+                     "delivery.retry_schedule", why);
+        return -1;
+    }
+    const char *t = c->delivery_tls;
+    if (strcmp(t, "off") && strcmp(t, "opportunistic") && strcmp(t, "required")) {
+        conf_set_err(err, errsz, path, conf_key_line(cfg, "delivery.tls"), "delivery.tls",
+                     "must be off, opportunistic or required");
+        return -1;
+    }
+    for (int i = 0; i < c->delivery_site_patterns_count; i++) {
+        const char *eq = strchr(c->delivery_site_patterns[i], '=');
+        if (!eq || eq == c->delivery_site_patterns[i] || !eq[1]) {
+            snprintf(why, sizeof why, "\"%s\" is not name=glob", c->delivery_site_patterns[i]);
+            conf_set_err(err, errsz, path, conf_key_line(cfg, "delivery.site_patterns"),
+                         "delivery.site_patterns", why);
+            return -1;
+        }
     }
     return 0;
 }
@@ -368,11 +519,15 @@ struct conf *conf_load(const char *path, char *err, size_t errsz)
         conf_free(c);
         return NULL;
     }
+    if (conf_check_delivery(c, &cfg, path, err, errsz) < 0) {
+        config_destroy(&cfg);
+        conf_free(c);
+        return NULL;
+    }
     static const char *const required[] = {"spool.dir", "control.socket", "log.dir"};
     for (size_t i = 0; i < ARRAY_LEN(required); i++) {
         const struct conf_key *k = conf_find_key(required[i]);
-        if (**(char **)((char *)c + k->offset))
-            continue;
+        if (**(char **)((char *)c + k->offset)) continue;
         config_setting_t *s = config_lookup(&cfg, required[i]);
         conf_set_err(err, errsz, path, s ? (int)config_setting_source_line(s) : 0, required[i],
                      "must not be empty");
@@ -386,8 +541,7 @@ struct conf *conf_load(const char *path, char *err, size_t errsz)
 
 void conf_free(struct conf *c)
 {
-    if (!c)
-        return;
+    if (!c) return;
     for (size_t i = 0; i < ARRAY_LEN(conf_keys); i++) {
         const struct conf_key *k = &conf_keys[i];
         void *field = (char *)c + k->offset;
@@ -403,8 +557,7 @@ void conf_free(struct conf *c)
 void conf_print_defaults(int fd)
 {
     FILE *f = fdopen(dup(fd), "w");
-    if (!f)
-        return;
+    if (!f) return;
     const char *group = "";
     size_t glen = 0;
     for (size_t i = 0; i < ARRAY_LEN(conf_keys); i++) {
@@ -412,8 +565,7 @@ void conf_print_defaults(int fd)
         const char *dot = strchr(k->path, '.');
         size_t len = (size_t)(dot - k->path);
         if (len != glen || strncmp(group, k->path, len) != 0) {
-            if (glen)
-                fprintf(f, "};\n\n");
+            if (glen) fprintf(f, "};\n\n");
             fprintf(f, "%.*s: {\n", (int)len, k->path);
             group = k->path;
             glen = len;
@@ -437,7 +589,6 @@ void conf_print_defaults(int fd)
             break;
         }
     }
-    if (glen)
-        fprintf(f, "};\n");
+    if (glen) fprintf(f, "};\n");
     fclose(f);
 }

@@ -16,6 +16,8 @@
 #include <stdint.h>
 
 #define CONF_MAX_LISTEN 8
+#define CONF_MAX_LIST 32
+#define CONF_MAX_RETRY 16
 
 struct conf {
     /* spool */
@@ -30,7 +32,7 @@ struct conf {
     char *inject_unix_socket;
     int64_t inject_unix_mode;
     char *inject_unix_group;
-    char *inject_tcp_listen[CONF_MAX_LISTEN];
+    char *inject_tcp_listen[CONF_MAX_LIST];
     int inject_tcp_listen_count;
     char *inject_hostname;
     int64_t inject_max_connections;
@@ -41,6 +43,41 @@ struct conf {
     int64_t inject_timeout_command;
     int64_t inject_timeout_data;
     int64_t inject_max_inflight_mb;
+
+    /* delivery */
+    int64_t delivery_workers;
+    char *delivery_helo_name;
+    char *delivery_source_address;
+    int64_t delivery_port;
+    char *delivery_tls;
+    int64_t delivery_max_ready;
+    int64_t delivery_max_conn_site;
+    int64_t delivery_max_conn_domain;
+    int64_t delivery_max_msgs_per_conn;
+    int64_t delivery_max_rcpts_per_txn;
+    int64_t delivery_idle_timeout;
+    char *delivery_retry_schedule;
+    int64_t delivery_retry[CONF_MAX_RETRY]; /* parsed retry_schedule, seconds */
+    int delivery_retry_count;
+    int64_t delivery_max_age;
+    int64_t delivery_site_down_s;
+    char *delivery_site_patterns[CONF_MAX_LIST];
+    int delivery_site_patterns_count;
+    int64_t delivery_timeout_connect;
+    int64_t delivery_timeout_greeting;
+    int64_t delivery_timeout_command;
+    int64_t delivery_timeout_data_init;
+    int64_t delivery_timeout_data_block;
+    int64_t delivery_timeout_data_done;
+
+    /* dns */
+    char *dns_servers[CONF_MAX_LIST];
+    int dns_servers_count;
+    int64_t dns_timeout_ms;
+    int64_t dns_tries;
+    int64_t dns_min_ttl;
+    int64_t dns_max_ttl;
+    int64_t dns_neg_ttl;
 
     /* control */
     char *control_socket;

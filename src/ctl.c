@@ -15,6 +15,8 @@
 #include "net.h"
 #include "smtp_syntax.h"
 #include "util.h"
+#include "worker.h"
+#include "sched_queue.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -392,9 +394,23 @@ static void ctl_cmd_status(struct ctl_conn *c)
                           (json_int_t)eng->stats.rejected));
 }
 
-/* ctl_change_done - a hold/release/delete committed: answer, resume the conn */
-static void ctl_change_done(struct engine *eng, struct engine_job *ej)
+/* ctl_retry_sched - on a worker: forget DNS and site-down state for the domain */
+static json_t *ctl_retry_sched(struct sched *s, void *arg)
 {
+    sched_retry(s, arg);
+    return NULL;
+}
+
+/* ctl_retry_sched_done - back on the front loop: nothing to report */
+static void ctl_retry_sched_done(void *ctx, json_t *result, void *arg)
+{
+    free(arg);
+}
+
+/* ctl_change_done - a hold/release/delete committed: answer, resume the conn */
+static void ctl_change_done(void *ctx, struct engine_job *ej)
+{
+    struct engine *eng = ctx;
     struct ctl_job *j = (struct ctl_job *)ej;
     struct ctl_conn *c = engine_reg_get(eng, ej->owner);
     const struct spool_op *op = &ej->op;
@@ -404,6 +420,13 @@ static void ctl_change_done(struct engine *eng, struct engine_job *ej)
                         op->sel.kind == SPOOL_SEL_ID ? "" : op->sel.text, "recipients",
                         (json_int_t)op->count, "messages", (json_int_t)op->msgs, "result",
                         op->result == SPOOL_OK ? "ok" : "failed"));
+    if (op->type == SPOOL_OP_RETRY && op->result == SPOOL_OK) {
+        /* the recipients are due now; make the workers forget what held them back */
+        for (int i = 0; i < eng->nworkers; i++)
+            worker_call(eng->workers[i], ctl_retry_sched,
+                        xstrdup(op->sel.kind == SPOOL_SEL_DOMAIN ? op->sel.text : ""),
+                        eng->mbox, ctl_retry_sched_done);
+    }
     if (c) {
         if (op->result == SPOOL_OK)
             ctl_send(c, json_pack("{s:b, s:I, s:I}", "ok", 1, "recipients",
@@ -454,6 +477,53 @@ static void ctl_cmd_change(struct ctl_conn *c, json_t *req, enum SPOOL_OP type, 
     c->waiting = true;
 }
 
+struct ctl_sites_req {
+    uint64_t owner;
+    int pending;
+    json_t *sites;
+};
+
+/* ctl_sites_collect - on a worker: its sites */
+static json_t *ctl_sites_collect(struct sched *s, void *arg)
+{
+    return sched_sites_json(s);
+}
+
+/* ctl_sites_part - back on the front loop: one worker's sites; answer after the last */
+static void ctl_sites_part(void *ctx, json_t *result, void *arg)
+{
+    struct engine *eng = ctx;
+    struct ctl_sites_req *rq = arg;
+    json_array_extend(rq->sites, result);
+    json_decref(result);
+    if (--rq->pending > 0)
+        return;
+    struct ctl_conn *c = engine_reg_get(eng, rq->owner);
+    if (c) {
+        ctl_send(c, json_pack("{s:b, s:o}", "ok", 1, "sites", rq->sites));
+        c->waiting = false;
+        ctl_process(c);
+    } else {
+        json_decref(rq->sites);
+    }
+    free(rq);
+}
+
+/* ctl_cmd_sites - ask every worker for its sites (answered when all replied) */
+static void ctl_cmd_sites(struct ctl_conn *c)
+{
+    struct engine *eng = c->eng;
+    if (eng->nworkers == 0)
+        return ctl_send(c, json_pack("{s:b, s:[]}", "ok", 1, "sites"));
+    struct ctl_sites_req *rq = xcalloc(1, sizeof *rq);
+    rq->owner = c->id;
+    rq->pending = eng->nworkers;
+    rq->sites = json_array();
+    c->waiting = true;
+    for (int i = 0; i < eng->nworkers; i++)
+        worker_call(eng->workers[i], ctl_sites_collect, rq, eng->mbox, ctl_sites_part);
+}
+
 /* ctl_request - parse and run one request line */
 static void ctl_request(struct ctl_conn *c, const char *line, size_t len)
 {
@@ -482,6 +552,10 @@ static void ctl_request(struct ctl_conn *c, const char *line, size_t len)
         ctl_cmd_change(c, req, SPOOL_OP_RELEASE, "release");
     else if (strcmp(cmd, "delete") == 0)
         ctl_cmd_change(c, req, SPOOL_OP_DELETE, "delete");
+    else if (strcmp(cmd, "retry") == 0)
+        ctl_cmd_change(c, req, SPOOL_OP_RETRY, "retry");
+    else if (strcmp(cmd, "sites") == 0)
+        ctl_cmd_sites(c);
     else if (strcmp(cmd, "verify") == 0) {
         char first[256];
         long bad = spool_verify(c->eng->spool, first, sizeof first);

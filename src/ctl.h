@@ -42,6 +42,18 @@
  *        messages removed because no recipient was left)
  *     answered after the change is committed; nothing matched -> ok with zeros
  *
+ *   {"cmd":"retry", one of "id":"16HEX" | "domain":D | "campaign":C}
+ *     queued (incl. deferred) recipients become due now; DNS and site-down state of
+ *     the domain (all domains for id/campaign) are forgotten
+ *     -> {"ok":true,"recipients":N,"messages":M}
+ *
+ *   {"cmd":"sites"}
+ *     -> {"ok":true,"sites":[{"site":"mx1.a.test,mx2.a.test","hosts":[...],
+ *         "connections":N,"idle":N,"queued":N,"delivered":N,"deferred":N,
+ *         "bounced":N,"last_reply":"...","down_until":"RFC3339 or empty",
+ *         "down_reason":"...","worker":N},...]}
+ *     (delivered/deferred/bounced: recipients since start)
+ *
  *   {"cmd":"verify"} -> {"ok":true,"violations":N,"first":"..."}
  *   {"cmd":"log_rotate"} -> {"ok":true}
  *

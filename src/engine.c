@@ -6,13 +6,16 @@
 #include "log.h"
 #include "smtpd.h"
 #include "util.h"
+#include "worker.h"
+
+#include <openssl/ssl.h>
 
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
+#include <stddef.h>
 #include <unistd.h>
 
 #define ENGINE_REG_EMPTY 0
@@ -24,60 +27,32 @@ struct engine_reg_slot {
     void *ptr;
 };
 
-/* engine_mb_post - writer thread: queue a finished job for the loop */
-static void engine_mb_post(struct spool_op *op, void *arg)
+/* engine_job_done - writer thread: the op is committed; post it to its loop */
+static void engine_job_done(struct spool_op *op, void *arg)
 {
-    struct engine *eng = arg;
-    struct engine_job *job = (struct engine_job *)op; /* op is the first member */
-    pthread_mutex_lock(&eng->mb_mu);
-    bool was_empty = eng->mb_head == NULL;
-    job->mb_next = eng->mb_head;
-    eng->mb_head = job;
-    pthread_mutex_unlock(&eng->mb_mu);
-    if (was_empty) {
-        uint64_t one = 1;
-        /* EAGAIN means the counter is already non-zero: the loop will wake anyway */
-        if (write(eng->mb_fd, &one, sizeof one) < 0 && errno != EAGAIN)
-            log_msg(LOG_ERROR, "engine_mailbox", "eventfd write: %s", strerror(errno));
-    }
+    struct engine_job *job = arg;
+    mbox_post(job->mbox, &job->msg);
 }
 
-/* engine_mb_drain - loop: run the completions of every finished job, in order */
-static void engine_mb_drain(struct engine *eng)
+/* engine_job_run - the owning loop: hand the committed job to its completion */
+static void engine_job_run(void *ctx, struct mbox_msg *m)
 {
-    pthread_mutex_lock(&eng->mb_mu);
-    struct engine_job *list = eng->mb_head;
-    eng->mb_head = NULL;
-    pthread_mutex_unlock(&eng->mb_mu);
-    struct engine_job *fifo = NULL;
-    while (list) { /* the list was pushed LIFO */
-        struct engine_job *next = list->mb_next;
-        list->mb_next = fifo;
-        fifo = list;
-        list = next;
-    }
-    while (fifo) {
-        struct engine_job *next = fifo->mb_next;
-        fifo->complete(eng, fifo);
-        fifo = next;
-    }
+    struct engine_job *job = (struct engine_job *)((char *)m - offsetof(struct engine_job, msg));
+    job->complete(ctx, job);
 }
 
-/* engine_mb_cb - eventfd readable */
-static void engine_mb_cb(evutil_socket_t fd, short what, void *arg)
+int engine_job_submit(struct spool *sp, struct mbox *mb, struct engine_job *job)
 {
-    struct engine *eng = arg;
-    uint64_t n;
-    if (read(fd, &n, sizeof n) < 0 && errno != EAGAIN)
-        log_msg(LOG_ERROR, "engine_mailbox", "eventfd read: %s", strerror(errno));
-    engine_mb_drain(eng);
+    job->mbox = mb;
+    job->msg.run = engine_job_run;
+    job->op.done = engine_job_done;
+    job->op.arg = job;
+    return spool_submit(sp, &job->op);
 }
 
 int engine_submit(struct engine *eng, struct engine_job *job)
 {
-    job->op.done = engine_mb_post;
-    job->op.arg = eng;
-    return spool_submit(eng->spool, &job->op);
+    return engine_job_submit(eng->spool, eng->mbox, job);
 }
 
 /* engine_reg_hash - slot index for id */
@@ -154,6 +129,35 @@ void engine_reg_del(struct engine *eng, uint64_t id)
     }
 }
 
+void engine_poke_workers(struct engine *eng)
+{
+    for (int i = 0; i < eng->nworkers; i++)
+        worker_poke(eng->workers[i]);
+}
+
+/* engine_start_workers - the TLS client context and the delivery threads */
+static int engine_start_workers(struct engine *eng, char *err, size_t errsz)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        snprintf(err, errsz, "cannot create the TLS client context");
+        return -1;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    /* certificates are not verified yet: opportunistic TLS is about eavesdroppers */
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    eng->tls_client = ctx;
+    int n = (int)eng->conf->delivery_workers;
+    eng->workers = xcalloc((size_t)n, sizeof *eng->workers);
+    for (int i = 0; i < n; i++) {
+        eng->workers[i] = worker_start(eng, ctx, i, err, errsz);
+        if (!eng->workers[i])
+            return -1;
+        eng->nworkers++;
+    }
+    return 0;
+}
+
 void engine_inflight_changed(struct engine *eng)
 {
     smtpd_resume(eng);
@@ -202,8 +206,6 @@ struct engine *engine_create(struct conf *conf, char *err, size_t errsz)
     struct engine *eng = xcalloc(1, sizeof *eng);
     eng->conf = conf;
     eng->started_ms = now_ms();
-    eng->mb_fd = -1;
-    pthread_mutex_init(&eng->mb_mu, NULL);
     if (*conf->inject_hostname)
         str_copy(eng->hostname, sizeof eng->hostname, conf->inject_hostname);
     else if (gethostname(eng->hostname, sizeof eng->hostname - 1) < 0)
@@ -214,13 +216,11 @@ struct engine *engine_create(struct conf *conf, char *err, size_t errsz)
         snprintf(err, errsz, "cannot create event base");
         goto fail;
     }
-    eng->mb_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (eng->mb_fd < 0) {
+    eng->mbox = mbox_new(eng->base, eng);
+    if (!eng->mbox) {
         snprintf(err, errsz, "eventfd: %s", strerror(errno));
         goto fail;
     }
-    eng->mb_ev = event_new(eng->base, eng->mb_fd, EV_READ | EV_PERSIST, engine_mb_cb, eng);
-    event_add(eng->mb_ev, NULL);
 
     struct spool_params sp = {
         .dir = conf->spool_dir,
@@ -231,6 +231,8 @@ struct engine *engine_create(struct conf *conf, char *err, size_t errsz)
         .group_max = (unsigned)conf->spool_group_commit_max,
     };
     if (spool_open(&eng->spool, &sp, err, errsz) < 0)
+        goto fail;
+    if (engine_start_workers(eng, err, errsz) < 0)
         goto fail;
 
     eng->sig_term = evsignal_new(eng->base, SIGTERM, engine_signal_cb, eng);
@@ -274,14 +276,18 @@ void engine_free(struct engine *eng)
         smtpd_free(eng);
         ctl_shutdown(eng);
     }
+    /* workers first: they wait for their own spool commits */
+    int n = eng->nworkers;
+    eng->nworkers = 0;
+    for (int i = 0; i < n; i++)
+        worker_stop(eng->workers[i]);
+    free(eng->workers);
+    if (eng->tls_client)
+        SSL_CTX_free(eng->tls_client);
     /* spool_close runs every queued op to completion; their jobs land in the
      * mailbox and are completed (with their requesters gone) below. */
     spool_close(eng->spool);
-    engine_mb_drain(eng);
-    if (eng->mb_ev)
-        event_free(eng->mb_ev);
-    if (eng->mb_fd >= 0)
-        close(eng->mb_fd);
+    mbox_free(eng->mbox);
     if (eng->exit_poll)
         event_free(eng->exit_poll);
     if (eng->sig_term) {
@@ -291,7 +297,6 @@ void engine_free(struct engine *eng)
     }
     if (eng->base)
         event_base_free(eng->base);
-    pthread_mutex_destroy(&eng->mb_mu);
     free(eng->reg);
     free(eng);
 }

@@ -13,6 +13,7 @@
 #define VOLLEY_ENGINE_H
 
 #include "conf.h"
+#include "mbox.h"
 #include "spool.h"
 
 #include <event2/event.h>
@@ -25,15 +26,20 @@ struct engine;
 /*
  * struct engine_job - a spool op with a loop-side completion.  The submitter
  * allocates it (usually embedded in a larger struct), sets op and complete, and
- * calls engine_submit(); complete() runs on the loop after the commit and owns
- * the job from then on (it frees it).
+ * calls engine_job_submit(); complete(ctx, job) runs on the loop that owns mbox
+ * after the commit, and owns the job from then on (it frees it).
  */
 struct engine_job {
     struct spool_op op;
+    struct mbox_msg msg; /* posted to mbox by the writer thread */
+    struct mbox *mbox;
     uint64_t owner; /* registry id of the requester */
-    void (*complete)(struct engine *eng, struct engine_job *job);
-    struct engine_job *mb_next;
+    void (*complete)(void *ctx, struct engine_job *job);
 };
+
+/* engine_job_submit - hand job to the spool writer, completing on mb; 0, or -1 if
+ * the spool is closing */
+int engine_job_submit(struct spool *sp, struct mbox *mb, struct engine_job *job);
 
 struct engine_stats {
     uint64_t sessions;        /* open injection sessions */
@@ -52,11 +58,7 @@ struct engine {
     char hostname[256];
     struct engine_stats stats;
 
-    /* spool mailbox */
-    pthread_mutex_t mb_mu;
-    struct engine_job *mb_head;
-    int mb_fd;
-    struct event *mb_ev;
+    struct mbox *mbox; /* spool completions and requests for the front loop */
 
     /* id registry: open addressing, ids never reused */
     uint64_t reg_next;
@@ -64,6 +66,9 @@ struct engine {
     size_t reg_cap, reg_used;
 
     struct event *sig_term, *sig_int, *sig_hup, *exit_poll;
+    struct worker **workers;
+    int nworkers;
+    struct ssl_ctx_st *tls_client; /* SSL_CTX shared read-only by the workers */
     struct smtpd *smtpd;
     struct ctl *ctl;
 };
@@ -77,7 +82,7 @@ void engine_run(struct engine *eng);
 /* engine_free - close listeners, drain the spool writer, free everything */
 void engine_free(struct engine *eng);
 
-/* engine_submit - hand job to the spool writer; 0, or -1 if the spool is closing */
+/* engine_submit - engine_job_submit completing on the front loop (ctx = eng) */
 int engine_submit(struct engine *eng, struct engine_job *job);
 
 /* engine_reg_add - register ptr and return its new id (never 0) */
@@ -86,6 +91,9 @@ uint64_t engine_reg_add(struct engine *eng, void *ptr);
 void *engine_reg_get(struct engine *eng, uint64_t id);
 /* engine_reg_del - forget id */
 void engine_reg_del(struct engine *eng, uint64_t id);
+
+/* engine_poke_workers - new mail was committed: let the delivery workers look */
+void engine_poke_workers(struct engine *eng);
 
 /* engine_inflight_changed - called when stats.inflight_bytes dropped, to resume
  * sessions paused by max_inflight_mb */

@@ -536,8 +536,9 @@ static void smtpd_job_free(struct smtpd_job *j)
  * smtpd_commit_done - the spool answered for a message: tell the client (if it is
  * still there), log, and resume its pipelined commands.  Owns and frees job.
  */
-static void smtpd_commit_done(struct engine *eng, struct engine_job *ej)
+static void smtpd_commit_done(void *ctx, struct engine_job *ej)
 {
+    struct engine *eng = ctx;
     struct smtpd_job *j = (struct smtpd_job *)ej;
     struct smtpd_session *s = engine_reg_get(eng, ej->owner);
     char idtxt[MSGID_STR_LEN + 1];
@@ -545,6 +546,7 @@ static void smtpd_commit_done(struct engine *eng, struct engine_job *ej)
     size_t bytes = j->content.len;
 
     if (ej->op.result == SPOOL_OK) {
+        engine_poke_workers(eng);
         eng->stats.accepted_msgs++;
         eng->stats.accepted_rcpts += j->nrcpt;
         if (log_enabled(LOG_DEBUG))

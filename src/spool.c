@@ -37,6 +37,25 @@ const char *spool_op_str(enum SPOOL_OP op)
         return "release";
     case SPOOL_OP_DELETE:
         return "delete";
+    case SPOOL_OP_OUTCOMES:
+        return "outcomes";
+    case SPOOL_OP_RETRY:
+        return "retry";
+    }
+    return "unknown";
+}
+
+const char *spool_outcome_str(enum SPOOL_OUTCOME o)
+{
+    switch (o) {
+    case SPOOL_OUT_DELIVERED:
+        return "delivered";
+    case SPOOL_OUT_BOUNCED:
+        return "bounced";
+    case SPOOL_OUT_EXPIRED:
+        return "expired";
+    case SPOOL_OUT_DEFERRED:
+        return "deferred";
     }
     return "unknown";
 }
@@ -536,4 +555,105 @@ long spool_verify(struct spool *sp, char *err, size_t errsz)
     mdb_cursor_close(cur);
     mdb_txn_abort(txn);
     return bad;
+}
+
+int spool_due_scan(struct spool *sp, const struct spool_due_item *after, int64_t from_ms,
+                   int64_t until_ms, struct spool_due_item *out, size_t max)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    uint8_t kb[SPOOL_DUE_KEY_LEN];
+    MDB_val k = {sizeof kb, kb}, v;
+    size_t n = 0;
+    int rc;
+
+    if (mdb_txn_begin(sp->env, NULL, MDB_RDONLY, &txn) != 0)
+        return -1;
+    if (mdb_cursor_open(txn, sp->db_due, &cur) != 0) {
+        mdb_txn_abort(txn);
+        return -1;
+    }
+    if (after)
+        spool_due_key(kb, after->next_ms, after->id, after->idx);
+    else
+        spool_due_key(kb, from_ms < 0 ? 0 : from_ms, 0, 0);
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (rc == 0 && after && k.mv_size == SPOOL_DUE_KEY_LEN && memcmp(k.mv_data, kb, sizeof kb) == 0)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT); /* strictly after */
+    for (; rc == 0 && n < max; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != SPOOL_DUE_KEY_LEN)
+            continue;
+        const uint8_t *p = k.mv_data;
+        int64_t t = (int64_t)get_be64(p);
+        if (t > until_ms)
+            break;
+        out[n].next_ms = t;
+        out[n].id = get_be64(p + 8);
+        out[n].idx = get_be32(p + 16);
+        n++;
+    }
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return -1;
+    return (int)n;
+}
+
+int spool_load_rcpts(struct spool *sp, const struct spool_due_item *items, size_t n,
+                     spool_load_fn fn, void *arg)
+{
+    MDB_txn *txn;
+    struct spool_msg_info m;
+    uint64_t cur_id = 0;
+    bool have = false;
+
+    memset(&m, 0, sizeof m);
+    if (mdb_txn_begin(sp->env, NULL, MDB_RDONLY, &txn) != 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t kb[SPOOL_RCPT_KEY_LEN];
+        MDB_val k = {8, kb}, v;
+        if (!have || items[i].id != cur_id) {
+            spool_msg_info_free(&m);
+            have = false;
+            put_be64(kb, items[i].id);
+            if (mdb_get(txn, sp->db_msg, &k, &v) != 0 || spool_decode_msg(&v, false, &m) < 0)
+                continue;
+            m.id = cur_id = items[i].id;
+            have = true;
+        }
+        spool_rcpt_key(kb, items[i].id, items[i].idx);
+        k.mv_size = SPOOL_RCPT_KEY_LEN;
+        struct spool_rcpt_info r;
+        if (mdb_get(txn, sp->db_rcpt, &k, &v) != 0 || spool_decode_rcpt(&k, &v, &r) < 0)
+            continue;
+        fn(arg, &items[i], &m, &r);
+        spool_rcpt_info_clear(&r);
+    }
+    spool_msg_info_free(&m);
+    mdb_txn_abort(txn);
+    return 0;
+}
+
+int spool_msg_content(struct spool *sp, uint64_t id, struct vbuf *out)
+{
+    MDB_txn *txn;
+    uint8_t kb[8];
+    MDB_val k = {8, kb}, v;
+    struct spool_msg_rec rec;
+    int ret = -1;
+
+    vbuf_reset(out);
+    if (mdb_txn_begin(sp->env, NULL, MDB_RDONLY, &txn) != 0)
+        return -1;
+    put_be64(kb, id);
+    if (mdb_get(txn, sp->db_msg, &k, &v) == 0 && v.mv_size >= sizeof rec) {
+        memcpy(&rec, v.mv_data, sizeof rec);
+        size_t off = sizeof rec + rec.sender_len + rec.campaign_len + rec.client_len + rec.helo_len;
+        if (off + rec.content_len == v.mv_size &&
+            vbuf_append(out, (const uint8_t *)v.mv_data + off, rec.content_len) == 0)
+            ret = 0;
+    }
+    mdb_txn_abort(txn);
+    return ret;
 }

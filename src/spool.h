@@ -98,6 +98,26 @@ enum SPOOL_OP {
     SPOOL_OP_HOLD,    /* sel: QUEUED -> HELD */
     SPOOL_OP_RELEASE, /* sel: HELD -> QUEUED, due now */
     SPOOL_OP_DELETE,  /* sel: remove recipients (and messages left empty) */
+    SPOOL_OP_OUTCOMES, /* outcomes: delivery results of recipients */
+    SPOOL_OP_RETRY,   /* sel: QUEUED recipients due now (volleyctl retry) */
+};
+
+/* What a delivery attempt did to one recipient. */
+enum SPOOL_OUTCOME {
+    SPOOL_OUT_DELIVERED, /* final: removed */
+    SPOOL_OUT_BOUNCED,   /* final: removed */
+    SPOOL_OUT_EXPIRED,   /* final: removed */
+    SPOOL_OUT_DEFERRED,  /* attempts + 1, next try at next_ms, last reply kept */
+};
+const char *spool_outcome_str(enum SPOOL_OUTCOME o);
+
+struct spool_outcome {
+    uint64_t id;
+    uint32_t idx;
+    enum SPOOL_OUTCOME kind;
+    int64_t next_ms;   /* DEFERRED */
+    const char *reply; /* last reply / diagnostic, kept for show */
+    bool applied;      /* out: the recipient was still there (not deleted meanwhile) */
 };
 const char *spool_op_str(enum SPOOL_OP op);
 
@@ -119,6 +139,8 @@ struct spool_op {
     enum SPOOL_OP type;
     const struct spool_msg *msg; /* INSERT */
     struct spool_sel sel;        /* HOLD, RELEASE, DELETE */
+    struct spool_outcome *outcomes; /* OUTCOMES */
+    uint32_t noutcomes;
     int result;                  /* SPOOL_OK or SPOOL_E* */
     uint64_t count;              /* recipients affected */
     uint64_t msgs;               /* messages touched (DELETE: messages removed) */
@@ -185,6 +207,38 @@ void spool_msg_info_free(struct spool_msg_info *m);
 typedef int (*spool_walk_fn)(const struct spool_msg_info *m, const struct spool_rcpt_info *r,
                              void *arg);
 int spool_walk(struct spool *sp, spool_walk_fn fn, void *arg);
+
+/* A due-index entry: a QUEUED recipient and when it is next due. */
+struct spool_due_item {
+    int64_t next_ms;
+    uint64_t id;
+    uint32_t idx;
+};
+
+/*
+ * spool_due_scan - up to max due entries in key order, strictly after *after (or
+ * from the first entry with next_ms >= from_ms when after is NULL) and with
+ * next_ms <= until_ms.  Returns how many were stored in out, -1 on a read error.
+ */
+int spool_due_scan(struct spool *sp, const struct spool_due_item *after, int64_t from_ms,
+                   int64_t until_ms, struct spool_due_item *out, size_t max);
+
+/*
+ * spool_load_rcpts - in one read transaction, call fn for each of items[0..n) with
+ * its message (no content, no recipient list) and its recipient record; items whose
+ * recipient is gone are skipped.  Views are valid only during the call.
+ */
+typedef void (*spool_load_fn)(void *arg, const struct spool_due_item *item,
+                              const struct spool_msg_info *m, const struct spool_rcpt_info *r);
+int spool_load_rcpts(struct spool *sp, const struct spool_due_item *items, size_t n,
+                     spool_load_fn fn, void *arg);
+
+/*
+ * spool_msg_content - copy the stored bytes of message id into out (caller-owned,
+ * reset first).  0, or -1 (gone or read error).
+ */
+struct vbuf;
+int spool_msg_content(struct spool *sp, uint64_t id, struct vbuf *out);
 
 /*
  * spool_verify - check the invariants listed above over the whole spool; returns

@@ -195,6 +195,8 @@ static int spool_change_rcpt(struct spool *sp, MDB_txn *txn, MDB_cursor *cur, MD
         return 0;
     if (type == SPOOL_OP_RELEASE && rr.state != SPOOL_RCPT_HELD)
         return 0;
+    if (type == SPOOL_OP_RETRY && rr.state != SPOOL_RCPT_QUEUED)
+        return 0;
     if (rr.state == SPOOL_RCPT_QUEUED) {
         spool_due_key(dk, rr.next_ms, id, idx);
         rc = mdb_del(txn, sp->db_due, &dkv, NULL);
@@ -354,6 +356,81 @@ static int spool_apply_select(struct spool *sp, MDB_txn *txn, struct spool_op *o
     return rc;
 }
 
+/*
+ * spool_apply_outcomes - record delivery results.  Final outcomes remove the
+ * recipient (and the message with its last one); a deferral counts the attempt,
+ * keeps the reply and moves the due entry to the next try - unless an operator held
+ * the recipient meanwhile, which wins.  A recipient deleted while its delivery was
+ * in flight is skipped (applied stays false).
+ */
+static int spool_apply_outcomes(struct spool *sp, MDB_txn *txn, struct spool_op *op)
+{
+    op->count = op->msgs = 0;
+    for (uint32_t i = 0; i < op->noutcomes; i++) {
+        struct spool_outcome *o = &op->outcomes[i];
+        uint8_t rk[SPOOL_RCPT_KEY_LEN], dk[SPOOL_DUE_KEY_LEN];
+        MDB_val k = {sizeof rk, rk}, v, dkv = {sizeof dk, dk}, empty = {0, NULL};
+        struct spool_rcpt_rec rr;
+        int rc;
+
+        o->applied = false;
+        spool_rcpt_key(rk, o->id, o->idx);
+        rc = mdb_get(txn, sp->db_rcpt, &k, &v);
+        if (rc == MDB_NOTFOUND || v.mv_size < sizeof rr)
+            continue;
+        if (rc)
+            return rc;
+        memcpy(&rr, v.mv_data, sizeof rr);
+        if (rr.state == SPOOL_RCPT_QUEUED) {
+            spool_due_key(dk, rr.next_ms, o->id, o->idx);
+            rc = mdb_del(txn, sp->db_due, &dkv, NULL);
+            if (rc && rc != MDB_NOTFOUND)
+                return rc;
+        }
+        o->applied = true;
+        op->count++;
+        if (o->kind != SPOOL_OUT_DEFERRED) {
+            if ((rc = mdb_del(txn, sp->db_rcpt, &k, NULL)))
+                return rc;
+            if (spool_msg_empty(sp, txn, o->id)) {
+                uint8_t ib[8];
+                put_be64(ib, o->id);
+                MDB_val mk = {8, ib};
+                if ((rc = mdb_del(txn, sp->db_msg, &mk, NULL)))
+                    return rc;
+                op->msgs++;
+            }
+            continue;
+        }
+        /* deferred: rewrite the record with the new attempt count and reply */
+        const char *addr = (const char *)v.mv_data + sizeof rr;
+        size_t al = rr.addr_len, rl = o->reply ? strlen(o->reply) : 0;
+        if (rl > 1000)
+            rl = 1000;
+        uint8_t buf[sizeof rr + 512 + 1000];
+        if (al > 512)
+            return EINVAL;
+        memcpy(buf + sizeof rr, addr, al); /* copy before the put invalidates v */
+        if (rl)
+            memcpy(buf + sizeof rr + al, o->reply, rl);
+        if (rr.attempts < UINT16_MAX)
+            rr.attempts++;
+        rr.reply_len = (uint16_t)rl;
+        if (rr.state == SPOOL_RCPT_QUEUED)
+            rr.next_ms = o->next_ms;
+        memcpy(buf, &rr, sizeof rr);
+        MDB_val nv = {sizeof rr + al + rl, buf};
+        if ((rc = mdb_put(txn, sp->db_rcpt, &k, &nv, 0)))
+            return rc;
+        if (rr.state == SPOOL_RCPT_QUEUED) {
+            spool_due_key(dk, rr.next_ms, o->id, o->idx);
+            if ((rc = mdb_put(txn, sp->db_due, &dkv, &empty, 0)))
+                return rc;
+        }
+    }
+    return 0;
+}
+
 /* spool_apply - apply one op inside txn; 0, an LMDB code, or an errno */
 static int spool_apply(struct spool *sp, MDB_txn *txn, struct spool_op *op, uint64_t *added)
 {
@@ -362,6 +439,8 @@ static int spool_apply(struct spool *sp, MDB_txn *txn, struct spool_op *op, uint
             return MDB_MAP_FULL;
         return spool_apply_insert(sp, txn, op);
     }
+    if (op->type == SPOOL_OP_OUTCOMES)
+        return spool_apply_outcomes(sp, txn, op);
     return spool_apply_select(sp, txn, op);
 }
 

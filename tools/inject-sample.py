@@ -51,6 +51,8 @@ def main():
     ap.add_argument("--messages", type=int, default=40)
     ap.add_argument("--campaign", default="demo")
     ap.add_argument("--per-session", type=int, default=10)
+    ap.add_argument("--domains", default=",".join(DOMAINS),
+                    help="comma-separated recipient domains")
     args = ap.parse_args()
     if bool(args.socket) == bool(args.tcp):
         ap.error("give exactly one of --socket and --tcp")
@@ -62,7 +64,8 @@ def main():
             if s is not None:
                 s.quit()
             s = session(args)
-        rcpts = [f"user{i}.{k}@{DOMAINS[(i + k) % len(DOMAINS)]}"
+        domains = args.domains.split(",")
+        rcpts = [f"user{i}.{k}@{domains[(i + k) % len(domains)]}"
                  for k in range(1 + i % 3)]
         body = (f"From: News <news@sender.example>\r\n"
                 f"To: {rcpts[0]}\r\n"

@@ -63,6 +63,7 @@
 #define VCTL_POS_ID       0x20 /* a positional message id */
 #define VCTL_NEED_ID      0x40 /* the message id is required */
 #define VCTL_SELECTOR     0x80 /* exactly one of id, --domain, --campaign */
+#define VCTL_POS_DOMAIN   0x100 /* a positional argument that is not an id is a domain */
 
 /* How vctl_clean() treats whitespace controls. */
 #define VCTL_CLEAN_TAB  0x01 /* keep tabs as they are (header text) */
@@ -87,6 +88,11 @@ static const char vctl_usage_text[] =
     "  release ID | --id ID | --domain D | --campaign C\n"
     "  delete ID | --id ID | --domain D | --campaign C\n"
     "                                    hold, release or delete matching recipients\n"
+    "  retry ID|DOMAIN | --id ID | --domain D | --campaign C\n"
+    "                                    make queued recipients due now (forget DNS\n"
+    "                                    and site-down state)\n"
+    "  sites [--json]                    delivery sites: connections, queue, counts,\n"
+    "                                    last reply, down until\n"
     "  verify                            check spool consistency (exit 1 on violations)\n"
     "  log rotate                        reopen the log files\n"
     "\n"
@@ -937,6 +943,39 @@ static int vctl_render_change(const struct vctl_cmd *cmd, json_t *r, struct vctl
     return 0;
 }
 
+/* vctl_render_sites - one row per delivery site */
+static int vctl_render_sites(const struct vctl_cmd *cmd, json_t *r, struct vctl_conn *c)
+{
+    static const char *const heads[] = {"SITE",    "CONNS",   "QUEUED",     "DELIVERED",
+                                        "DEFERRED", "BOUNCED", "DOWN UNTIL", "LAST REPLY"};
+    json_t *sites = json_object_get(r, "sites");
+    size_t n = json_is_array(sites) ? json_array_size(sites) : 0;
+    struct vctl_table t;
+
+    (void)cmd;
+    (void)c;
+    if (n == 0) {
+        puts("no sites yet");
+        return 0;
+    }
+    vctl_table_init(&t, ARRAY_LEN(heads), heads, "lrrrrrll");
+    for (size_t i = 0; i < n; i++) {
+        json_t *site = json_array_get(sites, i);
+        vctl_table_jstr(&t, site, "site", "-");
+        vctl_table_jint(&t, site, "connections");
+        vctl_table_jint(&t, site, "queued");
+        vctl_table_jint(&t, site, "delivered");
+        vctl_table_jint(&t, site, "deferred");
+        vctl_table_jint(&t, site, "bounced");
+        const char *down = json_string_value(json_object_get(site, "down_until"));
+        vctl_table_text(&t, down && *down ? down : "-");
+        vctl_table_jstr(&t, site, "last_reply", "-");
+    }
+    vctl_table_print(&t, "");
+    vctl_table_free(&t);
+    return 0;
+}
+
 /* vctl_render_verify - the violation count and the first one; -1 if there are any */
 static int vctl_render_verify(const struct vctl_cmd *cmd, json_t *r, struct vctl_conn *c)
 {
@@ -992,6 +1031,11 @@ static const struct vctl_cmd vctl_cmds[] = {
     {"delete", NULL, "delete", "deleted",
      VCTL_POS_ID | VCTL_OPT_ID | VCTL_OPT_DOMAIN | VCTL_OPT_CAMPAIGN | VCTL_SELECTOR,
      VCTL_TIMEOUT_BULK_S, vctl_render_change},
+    {"retry", NULL, "retry", "made due now",
+     VCTL_POS_ID | VCTL_POS_DOMAIN | VCTL_OPT_ID | VCTL_OPT_DOMAIN | VCTL_OPT_CAMPAIGN |
+         VCTL_SELECTOR,
+     VCTL_TIMEOUT_BULK_S, vctl_render_change},
+    {"sites", NULL, "sites", NULL, VCTL_OPT_JSON, VCTL_TIMEOUT_S, vctl_render_sites},
     {"verify", NULL, "verify", NULL, 0, VCTL_TIMEOUT_BULK_S, vctl_render_verify},
     {"log", "rotate", "log_rotate", NULL, 0, VCTL_TIMEOUT_S, vctl_render_log_rotate},
 };
@@ -1115,7 +1159,11 @@ static void vctl_parse_args(const struct vctl_cmd *cmd, int argc, char **argv, s
     } else if (word && !(cmd->flags & VCTL_POS_ID)) {
         vctl_usage_error("%s: unexpected argument \"%s\"", cmd->name, word);
     } else if (word) {
-        a->id = word;
+        uint64_t probe;
+        if ((cmd->flags & VCTL_POS_DOMAIN) && msgid_parse(word, &probe) < 0)
+            a->domain = word;
+        else
+            a->id = word;
     }
     if (id_opt) {
         if (a->id) vctl_usage_error("%s: message id given twice", cmd->name);

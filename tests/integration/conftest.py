@@ -7,6 +7,14 @@ Fixtures for the volleyd integration tests.
                    (or sets volley.expect_errors = True).
   volley_factory   make(overrides=None, start=True) -> Volley, for tests that need a
                    stopped daemon, several daemons, or to choose the config at run time.
+  mailnet          a mail world on loopback for the delivery tests (mailnet.py):
+                   dnsmasq, aiosmtpd / scripted / smtp-sink mail hosts on 127.0.0.x
+                   sharing one port, and mailnet.settings() for volleyd; all stopped
+                   at teardown.  Skips the test when dnsmasq or aiosmtpd is missing.
+  tls_cert         (cert.pem, key.pem): a self-signed certificate for mx.tls.test.
+
+Unless a test points it at a DNS server of its own (mailnet.settings()), every
+volleyd gets an unanswering DNS server, so its delivery workers never deliver.
 
 Markers:
   @pytest.mark.conf({"inject.max_recipients": 3})   per-test config keys
@@ -24,6 +32,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from volley_harness import VOLLEYCTL, VOLLEYD, Volley  # noqa: E402
+import mailnet as _mailnet  # noqa: E402
 
 
 def pytest_configure(config):
@@ -47,6 +56,9 @@ def pytest_collection_modifyitems(config, items):
 
 def _teardown(v, expect_errors):
     problems = []
+    died = v.died()
+    if died:
+        problems.append(died)
     if v.running():
         try:
             rc = v.stop()
@@ -89,3 +101,19 @@ def volley(volley_factory, request):
     marker = request.node.get_closest_marker("conf")
     overrides = marker.args[0] if marker else None
     return volley_factory(overrides, name="volley")
+
+
+@pytest.fixture
+def mailnet(tmp_path):
+    if not os.path.exists(_mailnet.DNSMASQ):
+        pytest.skip("%s not installed" % _mailnet.DNSMASQ)
+    if not _mailnet.HAVE_AIOSMTPD:
+        pytest.skip("python3-aiosmtpd not installed")
+    net = _mailnet.MailNet(tmp_path / "net")
+    yield net
+    net.close()
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory):
+    return _mailnet.make_tls_cert(tmp_path_factory.mktemp("tls"), "mx.tls.test")

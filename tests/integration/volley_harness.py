@@ -33,6 +33,23 @@ STOP_TIMEOUT = 10.0
 
 # --------------------------------------------------------------------------- config
 
+_dns_blackhole = None
+
+
+def dns_blackhole():
+    """"127.0.0.1:PORT" of a UDP socket of this process that never answers.
+
+    It is every daemon's default dns.servers (with a long dns.timeout_ms), so the
+    delivery workers of a test that does not set up a mail world (mailnet.py) wait on
+    DNS for the whole test: queued mail stays queued, untouched, and nothing leaves
+    the machine.  Delivery tests override dns.servers with their own dnsmasq."""
+    global _dns_blackhole
+    if _dns_blackhole is None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        _dns_blackhole = s
+    return "127.0.0.1:%d" % _dns_blackhole.getsockname()[1]
+
 
 def free_port():
     """A TCP port on 127.0.0.1 that was free a moment ago."""
@@ -288,6 +305,10 @@ class Volley:
             "control.socket": str(self.sockdir / "control.sock"),
             "log.dir": str(self.tmp / "log"),
             "daemon.pid_file": str(self.tmp / "volleyd.pid"),
+            # no delivery unless a test asks for it: see dns_blackhole()
+            "dns.servers": [dns_blackhole()],
+            "dns.timeout_ms": 60000,
+            "dns.tries": 10,
         }
         self.settings.update(overrides or {})
         self.conf_path = self.tmp / "volley.conf"
@@ -295,6 +316,7 @@ class Volley:
         self.proc = None
         self.expect_errors = False
         self.starts = 0
+        self.killed = False  # kill9() was used: a non-zero exit status is expected
         self.write_config()
 
     # -- paths
@@ -327,6 +349,7 @@ class Volley:
                 stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
                 start_new_session=True)
         self.starts += 1
+        self.killed = False
         self.wait_ready(timeout, probe_tcp)
         return self
 
@@ -377,7 +400,18 @@ class Volley:
             self.proc.wait(5)
             raise VolleyError("volleyd did not exit within %.0f s of SIGTERM" % timeout)
 
+    def died(self):
+        """A description when the daemon exited on its own with a non-zero status (a
+        crash, an abort) rather than by kill9() or a clean SIGTERM exit; else None."""
+        if self.proc is None or self.proc.poll() is None or self.killed:
+            return None
+        if self.proc.returncode == 0:
+            return None
+        return "volleyd (pid %d) died during the test with status %d:\n%s" % (
+            self.proc.pid, self.proc.returncode, self.stderr_tail())
+
     def kill9(self):
+        self.killed = True
         if self.running():
             self.proc.kill()
         self.proc.wait(5)

@@ -1,0 +1,1137 @@
+/*
+ * sched_queue - delivery scheduling for one worker (see sched_queue.h for the model).
+ *
+ * Objects and who owns them:
+ *   struct sched_msg     envelope of a message with recipients in memory; refcounted
+ *                        by its jobs
+ *   struct sched_job     one transaction's worth: a message, a domain, recipients.
+ *                        Owned by whatever queue it sits on (domain wait list, site
+ *                        queue), then by its connection, then by its outcome op.
+ *   struct sched_domain  a recipient domain: its site (once resolved) and the jobs
+ *                        waiting for DNS.  Lives as long as the scheduler.
+ *   struct sched_site    MX hosts, a job FIFO, the connection pool, down state.
+ *   struct sched_conn    one smtpc session and the job it is sending.
+ * Recipients in memory are also in the in-flight set (message id, index), so the
+ * loader never picks the same recipient twice while it is being worked on; a
+ * recipient leaves the set when the spool has committed its outcome.
+ *
+ * The loader resumes after the last due key it saw.  Keys that land behind that
+ * cursor (a message committed a moment after a later one was scanned) are found
+ * by a rewind scan over the last few seconds once a second, and by a full rescan
+ * once a minute; the in-flight set makes re-visits harmless.
+ */
+#include "sched_queue.h"
+#include "engine.h"
+#include "log.h"
+#include "msgid.h"
+#include "smtpc.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <fnmatch.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SCHED_SCAN_BATCH   1024
+#define SCHED_TICK_BUSY_MS 20
+#define SCHED_TICK_IDLE_MS 250
+#define SCHED_REWIND_MS    3000
+#define SCHED_FULL_SCAN_MS 60000
+
+struct sched_msg {
+    uint64_t id;
+    char *sender;
+    char *campaign;
+    uint32_t flags;
+    int64_t created_ms;
+    int refs;
+};
+
+struct sched_rcpt {
+    uint32_t idx;
+    uint16_t attempts;
+    char *addr;
+};
+
+struct sched_job {
+    struct sched_msg *msg;
+    struct sched_domain *dom;
+    struct sched_rcpt *rcpts;
+    uint32_t nrcpt, cap;
+    struct sched_job *next;
+
+    /* while being sent */
+    const char **rcpt_ptrs;
+    struct smtpc_reply *replies;
+    struct smtpc_txn txn;
+    struct vbuf content;
+};
+
+struct sched_host {
+    char *name;
+    uint16_t pref;
+    int naddr;
+    struct sockaddr_storage *addr;
+};
+
+struct sched_site {
+    char *key;
+    struct sched_host *hosts;
+    int nhosts;
+    struct sched_job *head, **tail;
+    size_t queued;
+    struct sched_conn *conns;
+    int nconn, nconnecting;
+    int64_t down_until_ms;
+    char down_reason[300];
+    char last_reply[300];
+    uint64_t delivered, deferred, bounced;
+    struct sched_site *next;
+};
+
+struct sched_domain {
+    char *name;
+    struct sched_site *site;
+    int64_t expires_ms;
+    bool resolving;
+    uint64_t dns_req;
+    struct sched_job *wait_head, **wait_tail;
+    int active; /* jobs in a transaction */
+    struct sched_domain *next;
+};
+
+enum SCHED_CONN_STATE { SCHED_CONN_CONNECTING, SCHED_CONN_BUSY, SCHED_CONN_IDLE };
+
+struct sched_conn {
+    struct sched *s;
+    struct sched_site *site;
+    struct smtpc *c;
+    enum SCHED_CONN_STATE state;
+    int host_i, addr_i;
+    struct sched_job *job;
+    int nsent;
+    struct event *idle_ev;
+    char mx[DNS_NAME_MAX];
+    char ip[64];
+    char tls[32];
+    char cipher[64];
+    struct sched_conn *next;
+};
+
+/* The in-flight set: (message id, recipient index), open addressing. */
+struct sched_key {
+    uint64_t id;
+    uint32_t idx;
+    uint8_t used; /* 0 empty, 1 live, 2 tombstone */
+};
+
+struct sched {
+    struct sched_params p;
+    const struct conf *conf;
+    struct event *tick;
+    bool stopping;
+    void (*stop_done)(void *);
+    void *stop_arg;
+    int pending_ops;
+
+    struct sched_domain **domtab;
+    size_t domcap, ndom;
+    struct sched_site *sites;
+
+    struct sched_key *keys;
+    size_t keycap, nkeys, nkeyslots;
+    size_t ready; /* recipients in memory */
+
+    struct spool_due_item cursor;
+    bool have_cursor;
+    int64_t last_rewind_ms, last_full_ms;
+
+    /* the job being built by the loader */
+    struct sched_job *building;
+};
+
+/* An outcome op in flight to the spool, with what its accounting records need. */
+struct sched_out {
+    struct engine_job ej;
+    struct sched *s;
+    struct sched_msg *msg;
+    struct spool_outcome *outs;
+    struct smtpc_reply *replies; /* per outcome: code / enh / text */
+    char **addrs;
+    uint16_t *attempts;
+    uint32_t n;
+    char domain[DNS_NAME_MAX];
+    char site[300];
+    char mx[DNS_NAME_MAX];
+    char ip[64];
+    char tls[32];
+    char cipher[64];
+};
+
+static void sched_dispatch(struct sched *s, struct sched_site *site);
+static void sched_route(struct sched *s, struct sched_job *job);
+
+/* ---------------------------------------------------------------- in-flight set */
+
+static size_t sched_key_hash(uint64_t id, uint32_t idx, size_t cap)
+{
+    uint64_t h = id * 0x9E3779B97F4A7C15ULL ^ ((uint64_t)idx * 0xC2B2AE3D27D4EB4FULL);
+    h ^= h >> 29;
+    return (size_t)h & (cap - 1);
+}
+
+/* sched_key_find - slot of (id, idx), or of the first free slot when absent */
+static struct sched_key *sched_key_find(struct sched *s, uint64_t id, uint32_t idx, bool *found)
+{
+    size_t j = sched_key_hash(id, idx, s->keycap);
+    struct sched_key *tomb = NULL;
+    for (;;) {
+        struct sched_key *k = &s->keys[j];
+        if (k->used == 0) {
+            *found = false;
+            return tomb ? tomb : k;
+        }
+        if (k->used == 2) {
+            if (!tomb) tomb = k;
+        } else if (k->id == id && k->idx == idx) {
+            *found = true;
+            return k;
+        }
+        j = (j + 1) & (s->keycap - 1);
+    }
+}
+
+static void sched_key_grow(struct sched *s)
+{
+    struct sched_key *old = s->keys;
+    size_t oldcap = s->keycap;
+    s->keycap = oldcap ? oldcap * 2 : 4096;
+    s->keys = xcalloc(s->keycap, sizeof *s->keys);
+    s->nkeyslots = 0;
+    for (size_t i = 0; i < oldcap; i++) {
+        if (old[i].used != 1) continue;
+        bool found;
+        struct sched_key *k = sched_key_find(s, old[i].id, old[i].idx, &found);
+        *k = old[i];
+        s->nkeyslots++;
+    }
+    free(old);
+}
+
+static bool sched_key_has(struct sched *s, uint64_t id, uint32_t idx)
+{
+    bool found;
+    sched_key_find(s, id, idx, &found);
+    return found;
+}
+
+static void sched_key_add(struct sched *s, uint64_t id, uint32_t idx)
+{
+    if ((s->nkeyslots + 1) * 2 > s->keycap) sched_key_grow(s);
+    bool found;
+    struct sched_key *k = sched_key_find(s, id, idx, &found);
+    if (found) return;
+    if (k->used == 0) s->nkeyslots++;
+    k->id = id;
+    k->idx = idx;
+    k->used = 1;
+    s->nkeys++;
+}
+
+static void sched_key_del(struct sched *s, uint64_t id, uint32_t idx)
+{
+    bool found;
+    struct sched_key *k = sched_key_find(s, id, idx, &found);
+    if (found) {
+        k->used = 2;
+        s->nkeys--;
+    }
+}
+
+/* ---------------------------------------------------------------- objects */
+
+static void sched_msg_unref(struct sched_msg *m)
+{
+    if (--m->refs > 0) return;
+    free(m->sender);
+    free(m->campaign);
+    free(m);
+}
+
+/* sched_job_free - free a job; its recipients leave memory (not the in-flight set:
+ * that happens when their outcome is committed, or here when drop_keys) */
+static void sched_job_free(struct sched *s, struct sched_job *job, bool drop_keys)
+{
+    for (uint32_t i = 0; i < job->nrcpt; i++) {
+        if (drop_keys) sched_key_del(s, job->msg->id, job->rcpts[i].idx);
+        free(job->rcpts[i].addr);
+    }
+    s->ready -= job->nrcpt;
+    free(job->rcpts);
+    free(job->rcpt_ptrs);
+    free(job->replies);
+    vbuf_free(&job->content);
+    sched_msg_unref(job->msg);
+    free(job);
+}
+
+static uint64_t sched_hash_str(const char *str)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *str; str++)
+        h = (h ^ (uint8_t)*str) * 1099511628211ULL;
+    return h;
+}
+
+/* sched_domain_get - the domain object for name, created on first use */
+static struct sched_domain *sched_domain_get(struct sched *s, const char *name)
+{
+    if (!s->domcap) {
+        s->domcap = 1024;
+        s->domtab = xcalloc(s->domcap, sizeof *s->domtab);
+    }
+    size_t b = sched_hash_str(name) & (s->domcap - 1);
+    for (struct sched_domain *d = s->domtab[b]; d; d = d->next)
+        if (strcmp(d->name, name) == 0) return d;
+    if (s->ndom + 1 > s->domcap) { /* rehash at load factor 1 */
+        size_t ncap = s->domcap * 2;
+        struct sched_domain **nt = xcalloc(ncap, sizeof *nt);
+        for (size_t i = 0; i < s->domcap; i++) {
+            for (struct sched_domain *d = s->domtab[i], *nx; d; d = nx) {
+                nx = d->next;
+                size_t nb = sched_hash_str(d->name) & (ncap - 1);
+                d->next = nt[nb];
+                nt[nb] = d;
+            }
+        }
+        free(s->domtab);
+        s->domtab = nt;
+        s->domcap = ncap;
+        b = sched_hash_str(name) & (s->domcap - 1);
+    }
+    struct sched_domain *d = xcalloc(1, sizeof *d);
+    d->name = xstrdup(name);
+    d->wait_tail = &d->wait_head;
+    d->next = s->domtab[b];
+    s->domtab[b] = d;
+    s->ndom++;
+    return d;
+}
+
+/* sched_site_key - the site a route belongs to: a configured pattern's name when
+ * the first MX host matches it, else the sorted set of MX host names */
+static char *sched_site_key(struct sched *s, const struct dns_route *r)
+{
+    const struct conf *c = s->conf;
+    for (int i = 0; i < c->delivery_site_patterns_count; i++) {
+        const char *pat = c->delivery_site_patterns[i];
+        const char *eq = strchr(pat, '=');
+        if (r->nhosts > 0 && fnmatch(eq + 1, r->host[0].name, FNM_CASEFOLD) == 0)
+            return xstrndup(pat, (size_t)(eq - pat));
+    }
+    const char *names[DNS_MAX_HOSTS];
+    int n = r->nhosts;
+    for (int i = 0; i < n; i++)
+        names[i] = r->host[i].name;
+    for (int i = 1; i < n; i++) /* insertion sort: a handful of names */
+        for (int j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
+            const char *t = names[j];
+            names[j] = names[j - 1];
+            names[j - 1] = t;
+        }
+    struct vbuf key;
+    vbuf_init(&key, 64 * 1024);
+    for (int i = 0; i < n; i++) {
+        if (i) vbuf_append(&key, ",", 1);
+        vbuf_append(&key, names[i], strlen(names[i]));
+    }
+    vbuf_append(&key, "", 1);
+    return (char *)key.data;
+}
+
+/* sched_site_set_hosts - copy a route's hosts into site (replacing older ones) */
+static void sched_site_set_hosts(struct sched_site *site, const struct dns_route *r)
+{
+    for (int i = 0; i < site->nhosts; i++) {
+        free(site->hosts[i].name);
+        free(site->hosts[i].addr);
+    }
+    free(site->hosts);
+    site->nhosts = r->nhosts;
+    site->hosts = xcalloc((size_t)(r->nhosts ? r->nhosts : 1), sizeof *site->hosts);
+    for (int i = 0; i < r->nhosts; i++) {
+        struct sched_host *h = &site->hosts[i];
+        h->name = xstrdup(r->host[i].name);
+        h->pref = r->host[i].pref;
+        h->naddr = r->host[i].naddr;
+        h->addr = xcalloc((size_t)(h->naddr ? h->naddr : 1), sizeof *h->addr);
+        memcpy(h->addr, r->host[i].addr, (size_t)h->naddr * sizeof *h->addr);
+    }
+}
+
+static struct sched_site *sched_site_get(struct sched *s, char *key)
+{
+    for (struct sched_site *site = s->sites; site; site = site->next) {
+        if (strcmp(site->key, key) == 0) {
+            free(key);
+            return site;
+        }
+    }
+    struct sched_site *site = xcalloc(1, sizeof *site);
+    site->key = key; /* owned now */
+    site->tail = &site->head;
+    site->next = s->sites;
+    s->sites = site;
+    return site;
+}
+
+/* ---------------------------------------------------------------- outcomes */
+
+/* sched_retry_wait - seconds until the next try after attempts tries */
+static int64_t sched_retry_wait(const struct conf *c, int attempts)
+{
+    int i = attempts - 1;
+    if (i < 0) i = 0;
+    if (i >= c->delivery_retry_count) i = c->delivery_retry_count - 1;
+    return c->delivery_retry[i];
+}
+
+static void sched_reply_set(struct smtpc_reply *r, int code, const char *enh, const char *text)
+{
+    r->code = code;
+    str_copy(r->enh, sizeof r->enh, enh);
+    str_copy(r->text, sizeof r->text, text);
+}
+
+/* sched_out_free_texts - free the reply strings sched_finish built for the op */
+static void sched_out_free_texts(struct sched_out *o)
+{
+    for (uint32_t i = 0; i < o->n; i++)
+        free((char *)o->outs[i].reply);
+}
+
+/* sched_out_done - the spool committed a job's outcomes: write the accounting
+ * records, let the recipients leave the in-flight set, free the op */
+static void sched_out_done(void *ctx, struct engine_job *ej)
+{
+    struct sched_out *o = (struct sched_out *)ej;
+    struct sched *s = o->s;
+    char idtxt[MSGID_STR_LEN + 1];
+    msgid_format(o->msg->id, idtxt);
+    int64_t now = now_ms();
+
+    for (uint32_t i = 0; i < o->n; i++) {
+        struct spool_outcome *out = &o->outs[i];
+        sched_key_del(s, o->msg->id, out->idx);
+        if (ej->op.result != SPOOL_OK) {
+            /* nothing was written: the recipient stays due and is tried again */
+            log_msg(LOG_ERROR, "spool_outcome", "cannot record outcome of %s/%u: %s", idtxt,
+                    out->idx, ej->op.result == SPOOL_EFULL ? "spool full" : "write failed");
+            continue;
+        }
+        if (!out->applied) continue; /* deleted by an operator while in flight */
+        const struct smtpc_reply *r = &o->replies[i];
+        json_t *rec = json_pack(
+            "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:i, s:I}",
+            "msgid", idtxt, "campaign", o->msg->campaign, "sender", o->msg->sender, "recipient",
+            o->addrs[i], "domain", o->domain, "site", o->site, "mx", o->mx, "ip", o->ip, "source",
+            s->conf->delivery_source_address, "tls", o->tls, "cipher", o->cipher, "code", r->code,
+            "enh", r->enh, "diag", r->text, "attempt", (int)o->attempts[i] + 1, "queue_s",
+            (json_int_t)((now - o->msg->created_ms) / 1000));
+        if (out->kind == SPOOL_OUT_DEFERRED) {
+            char t[40];
+            time_t secs = (time_t)(out->next_ms / 1000);
+            struct tm tm;
+            gmtime_r(&secs, &tm);
+            strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%SZ", &tm);
+            json_object_set_new(rec, "next_attempt", json_string(t));
+        }
+        log_acct(spool_outcome_str(out->kind), rec);
+    }
+    sched_out_free_texts(o);
+    for (uint32_t i = 0; i < o->n; i++)
+        free(o->addrs[i]);
+    free(o->addrs);
+    free(o->attempts);
+    free(o->outs);
+    free(o->replies);
+    sched_msg_unref(o->msg);
+    free(o);
+    s->pending_ops--;
+    if (s->stopping && s->pending_ops == 0 && s->stop_done)
+        s->stop_done(s->stop_arg);
+    else if (!s->stopping)
+        sched_poke(s);
+}
+
+/*
+ * sched_finish - decide every recipient of job from its replies (reply NULL: the
+ * session failed, use fail_text), submit the outcomes to the spool and free the
+ * job.  conn may be NULL (DNS or site-level decision).
+ */
+static void sched_finish(struct sched *s, struct sched_job *job, struct sched_conn *conn,
+                         const struct smtpc_reply *all, bool force_defer)
+{
+    const struct conf *c = s->conf;
+    int64_t now = now_ms();
+    struct sched_out *o = xcalloc(1, sizeof *o);
+    o->s = s;
+    o->msg = job->msg;
+    job->msg->refs++;
+    o->n = job->nrcpt;
+    o->outs = xcalloc(job->nrcpt, sizeof *o->outs);
+    o->replies = xcalloc(job->nrcpt, sizeof *o->replies);
+    o->addrs = xcalloc(job->nrcpt, sizeof *o->addrs);
+    o->attempts = xcalloc(job->nrcpt, sizeof *o->attempts);
+    str_copy(o->domain, sizeof o->domain, job->dom->name);
+    struct sched_site *site = job->dom->site;
+    str_copy(o->site, sizeof o->site, site ? site->key : "");
+    if (conn) {
+        str_copy(o->mx, sizeof o->mx, conn->mx);
+        str_copy(o->ip, sizeof o->ip, conn->ip);
+        str_copy(o->tls, sizeof o->tls, conn->tls);
+        str_copy(o->cipher, sizeof o->cipher, conn->cipher);
+    }
+    for (uint32_t i = 0; i < job->nrcpt; i++) {
+        struct spool_outcome *out = &o->outs[i];
+        const struct smtpc_reply *r = all;
+        if (!r) r = smtpc_rcpt_outcome(&job->txn, i);
+        if (!r) {
+            struct smtpc_reply fail;
+            char text[400];
+            snprintf(text, sizeof text, "%s with %.100s[%.60s]%s%.200s",
+                     smtpc_fail_str(job->txn.fail), conn ? conn->mx : "?", conn ? conn->ip : "?",
+                     job->txn.data_reply.code ? ": " : "", job->txn.data_reply.text);
+            sched_reply_set(&fail, 0, "4.4.2", text);
+            o->replies[i] = fail;
+        } else {
+            o->replies[i] = *r;
+        }
+        o->addrs[i] = xstrdup(job->rcpts[i].addr);
+        o->attempts[i] = job->rcpts[i].attempts;
+        out->id = job->msg->id;
+        out->idx = job->rcpts[i].idx;
+        out->reply = NULL;
+        int code = o->replies[i].code;
+        if (!force_defer && code >= 200 && code < 300) {
+            out->kind = SPOOL_OUT_DELIVERED;
+            if (site) site->delivered++;
+        } else if (!force_defer && code >= 500) {
+            out->kind = SPOOL_OUT_BOUNCED;
+            if (site) site->bounced++;
+        } else if (now - job->msg->created_ms >= c->delivery_max_age * 1000) {
+            out->kind = SPOOL_OUT_EXPIRED;
+            char text[sizeof o->replies[i].text];
+            snprintf(text, sizeof text, "message expired after %lld s in the queue; last: %.400s",
+                     (long long)((now - job->msg->created_ms) / 1000), o->replies[i].text);
+            str_copy(o->replies[i].text, sizeof o->replies[i].text, text);
+            str_copy(o->replies[i].enh, sizeof o->replies[i].enh, "4.4.7");
+        } else {
+            out->kind = SPOOL_OUT_DEFERRED;
+            int64_t next = now + sched_retry_wait(c, job->rcpts[i].attempts + 1) * 1000;
+            int64_t deadline = job->msg->created_ms + c->delivery_max_age * 1000;
+            out->next_ms = next < deadline ? next : deadline;
+            if (site) site->deferred++;
+        }
+    }
+    /* the reply text stored with a deferred recipient (volleyctl show) */
+    for (uint32_t i = 0; i < job->nrcpt; i++) {
+        char *t = xmalloc(600);
+        snprintf(t, 600, "%d %s %s", o->replies[i].code, o->replies[i].enh, o->replies[i].text);
+        o->outs[i].reply = t;
+    }
+    if (site && job->nrcpt)
+        snprintf(site->last_reply, sizeof site->last_reply, "%s", o->outs[0].reply);
+
+    o->ej.op.type = SPOOL_OP_OUTCOMES;
+    o->ej.op.outcomes = o->outs;
+    o->ej.op.noutcomes = o->n;
+    o->ej.complete = sched_out_done;
+    /* the job leaves memory now; its keys stay in the set until the commit */
+    for (uint32_t i = 0; i < job->nrcpt; i++)
+        job->rcpts[i].idx = o->outs[i].idx;
+    sched_job_free(s, job, false);
+    s->pending_ops++;
+    if (engine_job_submit(s->p.spool, s->p.mbox, &o->ej) < 0) {
+        /* spool closing: nothing recorded, the recipients are simply tried again */
+        o->ej.op.result = SPOOL_EIO;
+        sched_out_done(s, &o->ej);
+    }
+}
+
+/* sched_finish_list - settle every job of a list with reply r (4xx/0: defer, 5xx: bounce) */
+static void sched_finish_list(struct sched *s, struct sched_job *list, const struct smtpc_reply *r)
+{
+    while (list) {
+        struct sched_job *next = list->next;
+        sched_finish(s, list, NULL, r, false);
+        list = next;
+    }
+}
+
+/* ---------------------------------------------------------------- connections */
+
+static void sched_conn_ready(void *arg);
+static void sched_conn_done(void *arg, struct smtpc_txn *t);
+static void sched_conn_closed(void *arg, enum SMTPC_FAIL why, const struct smtpc_reply *last);
+
+static const struct smtpc_callbacks sched_smtpc_cb = {
+    .ready = sched_conn_ready,
+    .done = sched_conn_done,
+    .closed = sched_conn_closed,
+};
+
+/* sched_conn_start - open the session to host_i/addr_i of the site; -1 when the
+ * host list is exhausted */
+static int sched_conn_start(struct sched_conn *conn)
+{
+    struct sched *s = conn->s;
+    struct sched_site *site = conn->site;
+    const struct conf *c = s->conf;
+    while (conn->host_i < site->nhosts && conn->addr_i >= site->hosts[conn->host_i].naddr) {
+        conn->host_i++;
+        conn->addr_i = 0;
+    }
+    if (conn->host_i >= site->nhosts) return -1;
+    struct sched_host *h = &site->hosts[conn->host_i];
+    struct smtpc_params p;
+    memset(&p, 0, sizeof p);
+    p.base = s->p.base;
+    p.tls_ctx = s->p.tls_ctx;
+    p.tls = strcmp(c->delivery_tls, "off") == 0        ? SMTPC_TLS_OFF
+            : strcmp(c->delivery_tls, "required") == 0 ? SMTPC_TLS_REQUIRED
+                                                       : SMTPC_TLS_OPPORTUNISTIC;
+    p.helo_name = s->p.helo_name;
+    p.server_name = h->name;
+    p.dest = h->addr[conn->addr_i];
+    if (p.dest.ss_family == AF_INET) {
+        ((struct sockaddr_in *)&p.dest)->sin_port = htons((uint16_t)c->delivery_port);
+        p.destlen = sizeof(struct sockaddr_in);
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&p.dest)->sin_addr, conn->ip, sizeof conn->ip);
+    } else {
+        ((struct sockaddr_in6 *)&p.dest)->sin6_port = htons((uint16_t)c->delivery_port);
+        p.destlen = sizeof(struct sockaddr_in6);
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&p.dest)->sin6_addr, conn->ip,
+                  sizeof conn->ip);
+    }
+    if (*c->delivery_source_address) {
+        int len = sizeof p.source;
+        char spec[128];
+        snprintf(spec, sizeof spec, "%s", c->delivery_source_address);
+        if (evutil_parse_sockaddr_port(spec, (struct sockaddr *)&p.source, &len) == 0)
+            p.sourcelen = (socklen_t)len;
+    }
+    p.timeouts.connect = (int)c->delivery_timeout_connect;
+    p.timeouts.greeting = (int)c->delivery_timeout_greeting;
+    p.timeouts.helo = p.timeouts.starttls = p.timeouts.mail = p.timeouts.rcpt = p.timeouts.rset =
+        (int)c->delivery_timeout_command;
+    p.timeouts.data_init = (int)c->delivery_timeout_data_init;
+    p.timeouts.data_block = (int)c->delivery_timeout_data_block;
+    p.timeouts.data_done = (int)c->delivery_timeout_data_done;
+    str_copy(conn->mx, sizeof conn->mx, h->name);
+    conn->tls[0] = conn->cipher[0] = '\0';
+    conn->state = SCHED_CONN_CONNECTING;
+    conn->c = smtpc_new(&p, &sched_smtpc_cb, conn);
+    if (!conn->c) {
+        conn->addr_i++;
+        return sched_conn_start(conn);
+    }
+    return 0;
+}
+
+/* sched_conn_unlink - remove conn from its site and free it */
+static void sched_conn_free(struct sched_conn *conn)
+{
+    struct sched_site *site = conn->site;
+    for (struct sched_conn **pp = &site->conns; *pp; pp = &(*pp)->next) {
+        if (*pp == conn) {
+            *pp = conn->next;
+            break;
+        }
+    }
+    site->nconn--;
+    if (conn->state == SCHED_CONN_CONNECTING) site->nconnecting--;
+    if (conn->idle_ev) event_free(conn->idle_ev);
+    free(conn);
+}
+
+/* sched_site_pick - take the first queued job whose domain is under its limit */
+static struct sched_job *sched_site_pick(struct sched *s, struct sched_site *site)
+{
+    struct sched_job **pp = &site->head, *prev = NULL;
+    for (; *pp; prev = *pp, pp = &(*pp)->next) {
+        struct sched_job *job = *pp;
+        if (job->dom->active >= s->conf->delivery_max_conn_domain) continue;
+        *pp = job->next;
+        if (site->tail == &job->next) site->tail = prev ? &prev->next : &site->head;
+        job->next = NULL;
+        site->queued--;
+        return job;
+    }
+    return NULL;
+}
+
+/* sched_conn_send - give conn its next job, or park it idle / quit */
+static void sched_conn_next(struct sched_conn *conn)
+{
+    struct sched *s = conn->s;
+    struct sched_site *site = conn->site;
+    if (s->stopping) return;
+    if (conn->nsent >= s->conf->delivery_max_msgs_per_conn) {
+        smtpc_quit(conn->c);
+        conn->state = SCHED_CONN_BUSY;
+        return;
+    }
+    struct sched_job *job = sched_site_pick(s, site);
+    if (!job) {
+        conn->state = SCHED_CONN_IDLE;
+        struct timeval tv = {s->conf->delivery_idle_timeout, 0};
+        evtimer_add(conn->idle_ev, &tv);
+        return;
+    }
+    evtimer_del(conn->idle_ev);
+    vbuf_init(&job->content, SIZE_MAX);
+    if (spool_msg_content(s->p.spool, job->msg->id, &job->content) < 0) {
+        /* deleted by an operator since it was loaded: nothing to send */
+        sched_job_free(s, job, true);
+        sched_conn_next(conn);
+        return;
+    }
+    job->rcpt_ptrs = xcalloc(job->nrcpt, sizeof *job->rcpt_ptrs);
+    job->replies = xcalloc(job->nrcpt, sizeof *job->replies);
+    for (uint32_t i = 0; i < job->nrcpt; i++)
+        job->rcpt_ptrs[i] = job->rcpts[i].addr;
+    memset(&job->txn, 0, sizeof job->txn);
+    job->txn.sender = job->msg->sender;
+    job->txn.rcpts = job->rcpt_ptrs;
+    job->txn.nrcpt = job->nrcpt;
+    job->txn.content = job->content.data;
+    job->txn.content_len = job->content.len;
+    job->txn.body_8bit = (job->msg->flags & SPOOL_MSG_8BIT) != 0;
+    job->txn.smtputf8 = (job->msg->flags & SPOOL_MSG_SMTPUTF8) != 0;
+    job->txn.rcpt_reply = job->replies;
+    conn->job = job;
+    conn->state = SCHED_CONN_BUSY;
+    job->dom->active++;
+    if (smtpc_send(conn->c, &job->txn) < 0) {
+        job->dom->active--;
+        conn->job = NULL;
+        sched_route(s, job); /* back to the queue */
+        smtpc_quit(conn->c);
+    }
+}
+
+static void sched_conn_idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sched_conn *conn = arg;
+    if (conn->state == SCHED_CONN_IDLE) {
+        conn->state = SCHED_CONN_BUSY;
+        smtpc_quit(conn->c);
+    }
+}
+
+static void sched_conn_ready(void *arg)
+{
+    struct sched_conn *conn = arg;
+    conn->site->nconnecting--;
+    conn->state = SCHED_CONN_IDLE;
+    str_copy(conn->tls, sizeof conn->tls, smtpc_tls_version(conn->c));
+    str_copy(conn->cipher, sizeof conn->cipher, smtpc_tls_cipher(conn->c));
+    if (smtpc_tls_fallback(conn->c))
+        log_event(
+            LOG_NOTICE, "tls_fallback",
+            json_pack("{s:s, s:s, s:s}", "site", conn->site->key, "mx", conn->mx, "ip", conn->ip));
+    sched_conn_next(conn);
+}
+
+static void sched_conn_done(void *arg, struct smtpc_txn *t)
+{
+    struct sched_conn *conn = arg;
+    struct sched *s = conn->s;
+    struct sched_job *job = conn->job;
+    conn->job = NULL;
+    conn->nsent++;
+    job->dom->active--;
+    sched_finish(s, job, conn, NULL, false);
+    sched_conn_next(conn);
+    sched_dispatch(s, conn->site);
+}
+
+/* sched_site_down - no host of the site could be reached: defer what waits there
+ * and refuse new work for site_down_seconds */
+static void sched_site_down(struct sched *s, struct sched_site *site, const char *why)
+{
+    site->down_until_ms = now_ms() + s->conf->delivery_site_down_s * 1000;
+    str_copy(site->down_reason, sizeof site->down_reason, why);
+    log_event(LOG_NOTICE, "site_down",
+              json_pack("{s:s, s:s, s:I}", "site", site->key, "reason", why, "seconds",
+                        (json_int_t)s->conf->delivery_site_down_s));
+    struct smtpc_reply r;
+    sched_reply_set(&r, 0, "4.4.1", why);
+    struct sched_job *list = site->head;
+    site->head = NULL;
+    site->tail = &site->head;
+    site->queued = 0;
+    sched_finish_list(s, list, &r);
+}
+
+static void sched_conn_closed(void *arg, enum SMTPC_FAIL why, const struct smtpc_reply *last)
+{
+    struct sched_conn *conn = arg;
+    struct sched *s = conn->s;
+    struct sched_site *site = conn->site;
+    bool was_connecting = conn->state == SCHED_CONN_CONNECTING;
+    conn->c = NULL; /* it frees itself after this returns */
+    if (conn->job) {
+        struct sched_job *job = conn->job;
+        conn->job = NULL;
+        job->dom->active--;
+        job->txn.fail = job->txn.fail ? job->txn.fail : why;
+        sched_finish(s, job, conn, NULL, false);
+    }
+    if (was_connecting && why != SMTPC_FAIL_NONE && !s->stopping) {
+        /* this host could not be used: try the next address, then the next host */
+        char reason[300];
+        snprintf(reason, sizeof reason, "%s with %.100s[%.60s]%s%d %.100s", smtpc_fail_str(why),
+                 conn->mx, conn->ip, last && last->code ? ": " : "", last ? last->code : 0,
+                 last ? last->text : "");
+        str_copy(site->last_reply, sizeof site->last_reply, reason);
+        conn->addr_i++;
+        if (sched_conn_start(conn) == 0) return;
+        site->nconnecting--;
+        conn->state = SCHED_CONN_BUSY;
+        sched_conn_free(conn);
+        if (site->nconn == 0) sched_site_down(s, site, reason);
+        return;
+    }
+    sched_conn_free(conn);
+    if (!s->stopping) sched_dispatch(s, site);
+}
+
+/* sched_dispatch - put idle connections to work and open new ones as allowed */
+static void sched_dispatch(struct sched *s, struct sched_site *site)
+{
+    if (s->stopping) return;
+    for (struct sched_conn *conn = site->conns; conn && site->queued; conn = conn->next)
+        if (conn->state == SCHED_CONN_IDLE) sched_conn_next(conn);
+    while ((size_t)site->nconnecting < site->queued &&
+           site->nconn < s->conf->delivery_max_conn_site) {
+        struct sched_conn *conn = xcalloc(1, sizeof *conn);
+        conn->s = s;
+        conn->site = site;
+        conn->idle_ev = evtimer_new(s->p.base, sched_conn_idle_cb, conn);
+        conn->next = site->conns;
+        site->conns = conn;
+        site->nconn++;
+        site->nconnecting++;
+        if (sched_conn_start(conn) < 0) {
+            conn->state = SCHED_CONN_CONNECTING;
+            sched_conn_free(conn);
+            sched_site_down(s, site, "no MX host has a usable address");
+            return;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- routing */
+
+/* sched_enqueue - put job on its site's queue, or settle it when the site is down */
+static void sched_enqueue(struct sched *s, struct sched_job *job)
+{
+    struct sched_site *site = job->dom->site;
+    if (site->down_until_ms > now_ms()) {
+        struct smtpc_reply r;
+        sched_reply_set(&r, 0, "4.4.1", site->down_reason);
+        sched_finish(s, job, NULL, &r, false);
+        return;
+    }
+    job->next = NULL;
+    *site->tail = job;
+    site->tail = &job->next;
+    site->queued++;
+    sched_dispatch(s, site);
+}
+
+/* sched_dns_done - a domain's route arrived: place or settle its waiting jobs */
+static void sched_dns_done(void *arg, const char *domain, const struct dns_route *r)
+{
+    struct sched *s = arg;
+    struct sched_domain *d = sched_domain_get(s, domain);
+    d->resolving = false;
+    d->dns_req = 0;
+    struct sched_job *list = d->wait_head;
+    d->wait_head = NULL;
+    d->wait_tail = &d->wait_head;
+
+    if (r->status != DNS_OK) {
+        struct smtpc_reply rep;
+        switch (r->status) {
+        case DNS_NXDOMAIN:
+            sched_reply_set(&rep, 550, "5.1.2", r->error);
+            break;
+        case DNS_NULLMX:
+            sched_reply_set(&rep, 556, "5.1.10", r->error);
+            break;
+        case DNS_NOHOST:
+            sched_reply_set(&rep, 550, "5.4.4", r->error);
+            break;
+        default:
+            sched_reply_set(&rep, 451, "4.4.3", r->error);
+            break;
+        }
+        if (!rep.text[0])
+            snprintf(rep.text, sizeof rep.text, "DNS lookup of %s: %s", domain,
+                     dns_status_str(r->status));
+        log_event(LOG_INFO, "dns_fail",
+                  json_pack("{s:s, s:s, s:s}", "domain", domain, "status",
+                            dns_status_str(r->status), "error", rep.text));
+        sched_finish_list(s, list, &rep);
+        return;
+    }
+    struct sched_site *site = sched_site_get(s, sched_site_key(s, r));
+    sched_site_set_hosts(site, r);
+    d->site = site;
+    d->expires_ms = r->expires_ms;
+    while (list) {
+        struct sched_job *next = list->next;
+        sched_enqueue(s, list);
+        list = next;
+    }
+}
+
+/* sched_route - send a job towards its site, resolving its domain when needed */
+static void sched_route(struct sched *s, struct sched_job *job)
+{
+    struct sched_domain *d = job->dom;
+    if (d->site && d->expires_ms > now_ms()) {
+        sched_enqueue(s, job);
+        return;
+    }
+    job->next = NULL;
+    *d->wait_tail = job;
+    d->wait_tail = &job->next;
+    if (!d->resolving) {
+        d->resolving = true;
+        d->dns_req = dns_resolve(s->p.dns, d->name, sched_dns_done, s);
+    }
+}
+
+/* ---------------------------------------------------------------- loader */
+
+/* sched_load_one - spool_load_rcpts callback: add a due recipient to a job */
+static void sched_load_one(void *arg, const struct spool_due_item *item,
+                           const struct spool_msg_info *m, const struct spool_rcpt_info *r)
+{
+    struct sched *s = arg;
+    const char *domain = r->domain;
+    char lower[DNS_NAME_MAX];
+    str_copy(lower, sizeof lower, domain);
+    str_lower(lower);
+    if (s->p.nworkers > 1 &&
+        sched_hash_str(lower) % (uint64_t)s->p.nworkers != (uint64_t)s->p.worker_index)
+        return; /* another worker's domain */
+    if (r->state != SPOOL_RCPT_QUEUED || sched_key_has(s, item->id, item->idx)) return;
+    sched_key_add(s, item->id, item->idx);
+    s->ready++;
+
+    struct sched_job *job = s->building;
+    if (!job || job->msg->id != m->id || strcmp(job->dom->name, lower) != 0 ||
+        job->nrcpt >= (uint32_t)s->conf->delivery_max_rcpts_per_txn) {
+        if (job) sched_route(s, job);
+        job = xcalloc(1, sizeof *job);
+        struct sched_msg *msg = NULL;
+        if (s->building && s->building->msg->id == m->id) msg = s->building->msg;
+        if (!msg) {
+            msg = xcalloc(1, sizeof *msg);
+            msg->id = m->id;
+            msg->sender = xstrdup(m->sender);
+            msg->campaign = xstrdup(m->campaign);
+            msg->flags = m->flags;
+            msg->created_ms = m->created_ms;
+        }
+        msg->refs++;
+        job->msg = msg;
+        job->dom = sched_domain_get(s, lower);
+        s->building = job;
+    }
+    if (job->nrcpt == job->cap) {
+        job->cap = job->cap ? job->cap * 2 : 4;
+        job->rcpts = xrealloc(job->rcpts, job->cap * sizeof *job->rcpts);
+    }
+    struct sched_rcpt *rc = &job->rcpts[job->nrcpt++];
+    rc->idx = item->idx;
+    rc->attempts = r->attempts;
+    rc->addr = xstrdup(r->addr);
+}
+
+/* sched_load - pull due recipients into memory, up to max_ready; returns how many */
+static size_t sched_load(struct sched *s)
+{
+    int64_t now = now_ms();
+    size_t before = s->ready;
+    const struct spool_due_item *after = s->have_cursor ? &s->cursor : NULL;
+    int64_t from = 0;
+
+    if (now - s->last_full_ms >= SCHED_FULL_SCAN_MS) {
+        after = NULL;
+        from = 0;
+        s->last_full_ms = s->last_rewind_ms = now;
+    } else if (now - s->last_rewind_ms >= 1000) {
+        after = NULL;
+        from = s->last_rewind_ms - SCHED_REWIND_MS;
+        s->last_rewind_ms = now;
+    }
+    struct spool_due_item items[SCHED_SCAN_BATCH];
+    while (s->ready < (size_t)s->conf->delivery_max_ready) {
+        int n = spool_due_scan(s->p.spool, after, from, now, items, SCHED_SCAN_BATCH);
+        if (n <= 0) break;
+        s->building = NULL;
+        spool_load_rcpts(s->p.spool, items, (size_t)n, sched_load_one, s);
+        if (s->building) sched_route(s, s->building);
+        s->building = NULL;
+        s->cursor = items[n - 1];
+        s->have_cursor = true;
+        after = &s->cursor;
+        if (n < SCHED_SCAN_BATCH) break;
+    }
+    return s->ready - before;
+}
+
+static void sched_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sched *s = arg;
+    if (s->stopping) return;
+    size_t got = sched_load(s);
+    struct timeval tv = {0, (got ? SCHED_TICK_BUSY_MS : SCHED_TICK_IDLE_MS) * 1000};
+    evtimer_add(s->tick, &tv);
+}
+
+void sched_poke(struct sched *s)
+{
+    if (s->stopping) return;
+    struct timeval now = {0, 0};
+    evtimer_add(s->tick, &now);
+}
+
+/* ---------------------------------------------------------------- public */
+
+struct sched *sched_new(const struct sched_params *p)
+{
+    struct sched *s = xcalloc(1, sizeof *s);
+    s->p = *p;
+    s->conf = p->conf;
+    s->tick = evtimer_new(p->base, sched_tick_cb, s);
+    s->last_full_ms = s->last_rewind_ms = now_ms();
+    sched_key_grow(s);
+    sched_poke(s);
+    return s;
+}
+
+void sched_retry(struct sched *s, const char *domain)
+{
+    for (struct sched_site *site = s->sites; site; site = site->next)
+        site->down_until_ms = 0;
+    for (size_t i = 0; i < s->domcap; i++)
+        for (struct sched_domain *d = s->domtab[i]; d; d = d->next)
+            if (!domain || !*domain || strcmp(d->name, domain) == 0) d->expires_ms = 0;
+    dns_flush(s->p.dns);
+    s->last_rewind_ms = 0; /* force a rewind: the retried keys are "now" */
+    sched_poke(s);
+}
+
+void sched_stop(struct sched *s, void (*done)(void *arg), void *arg)
+{
+    s->stopping = true;
+    s->stop_done = done;
+    s->stop_arg = arg;
+    evtimer_del(s->tick);
+    for (struct sched_site *site = s->sites; site; site = site->next) {
+        while (site->conns) {
+            struct sched_conn *conn = site->conns;
+            if (conn->c) smtpc_abort(conn->c);
+            if (conn->job) {
+                conn->job->dom->active--;
+                sched_job_free(s, conn->job, true);
+            }
+            sched_conn_free(conn);
+        }
+        while (site->head) {
+            struct sched_job *job = site->head;
+            site->head = job->next;
+            sched_job_free(s, job, true);
+        }
+        site->tail = &site->head;
+        site->queued = 0;
+    }
+    for (size_t i = 0; i < s->domcap; i++) {
+        for (struct sched_domain *d = s->domtab[i]; d; d = d->next) {
+            if (d->resolving) dns_cancel(s->p.dns, d->dns_req);
+            d->resolving = false;
+            while (d->wait_head) {
+                struct sched_job *job = d->wait_head;
+                d->wait_head = job->next;
+                sched_job_free(s, job, true);
+            }
+            d->wait_tail = &d->wait_head;
+        }
+    }
+    if (s->pending_ops == 0 && done) done(arg);
+}
+
+void sched_free(struct sched *s)
+{
+    if (!s) return;
+    for (size_t i = 0; i < s->domcap; i++) {
+        for (struct sched_domain *d = s->domtab[i], *nx; d; d = nx) {
+            nx = d->next;
+            free(d->name);
+            free(d);
+        }
+    }
+    free(s->domtab);
+    for (struct sched_site *site = s->sites, *nx; site; site = nx) {
+        nx = site->next;
+        for (int i = 0; i < site->nhosts; i++) {
+            free(site->hosts[i].name);
+            free(site->hosts[i].addr);
+        }
+        free(site->hosts);
+        free(site->key);
+        free(site);
+    }
+    free(s->keys);
+    event_free(s->tick);
+    free(s);
+}
+
+json_t *sched_sites_json(struct sched *s)
+{
+    json_t *arr = json_array();
+    int64_t now = now_ms();
+    for (struct sched_site *site = s->sites; site; site = site->next) {
+        json_t *hosts = json_array();
+        for (int i = 0; i < site->nhosts; i++)
+            json_array_append_new(hosts, json_string(site->hosts[i].name));
+        int idle = 0;
+        for (struct sched_conn *c = site->conns; c; c = c->next)
+            idle += c->state == SCHED_CONN_IDLE;
+        char t[40] = "";
+        if (site->down_until_ms > now) {
+            time_t secs = (time_t)(site->down_until_ms / 1000);
+            struct tm tm;
+            gmtime_r(&secs, &tm);
+            strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        }
+        json_array_append_new(
+            arr,
+            json_pack("{s:s, s:o, s:i, s:i, s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:i}", "site",
+                      site->key, "hosts", hosts, "connections", site->nconn, "idle", idle, "queued",
+                      (json_int_t)site->queued, "delivered", (json_int_t)site->delivered,
+                      "deferred", (json_int_t)site->deferred, "bounced", (json_int_t)site->bounced,
+                      "last_reply", site->last_reply, "down_until", t, "down_reason",
+                      site->down_until_ms > now ? site->down_reason : "", "worker",
+                      s->p.worker_index));
+    }
+    return arr;
+}
