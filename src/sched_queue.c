@@ -29,6 +29,7 @@
 
 #include <arpa/inet.h>
 #include <fnmatch.h>
+#include <idn2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,7 @@ struct sched_site {
 };
 
 struct sched_domain {
+    struct sched *s;
     char *name;
     struct sched_site *site;
     int64_t expires_ms;
@@ -148,7 +150,10 @@ struct sched {
     int64_t last_rewind_ms, last_full_ms;
 
     /* the job being built by the loader */
-    struct sched_job *building;
+    /* jobs of the message being loaded, one per domain (split past max rcpts):
+     * recipients of one domain go in one transaction however they interleave */
+    struct sched_job **open;
+    size_t nopen, capopen;
 };
 
 /* An outcome op in flight to the spool, with what its accounting records need. */
@@ -311,6 +316,7 @@ static struct sched_domain *sched_domain_get(struct sched *s, const char *name)
         b = sched_hash_str(name) & (s->domcap - 1);
     }
     struct sched_domain *d = xcalloc(1, sizeof *d);
+    d->s = s;
     d->name = xstrdup(name);
     d->wait_tail = &d->wait_head;
     d->next = s->domtab[b];
@@ -854,10 +860,11 @@ static void sched_enqueue(struct sched *s, struct sched_job *job)
 }
 
 /* sched_dns_done - a domain's route arrived: place or settle its waiting jobs */
-static void sched_dns_done(void *arg, const char *domain, const struct dns_route *r)
+static void sched_dns_done(void *arg, const char *dnsname, const struct dns_route *r)
 {
-    struct sched *s = arg;
-    struct sched_domain *d = sched_domain_get(s, domain);
+    struct sched_domain *d = arg;
+    struct sched *s = d->s;
+    const char *domain = d->name;
     d->resolving = false;
     d->dns_req = 0;
     struct sched_job *list = d->wait_head;
@@ -911,13 +918,36 @@ static void sched_route(struct sched *s, struct sched_job *job)
     job->next = NULL;
     *d->wait_tail = job;
     d->wait_tail = &job->next;
-    if (!d->resolving) {
-        d->resolving = true;
-        d->dns_req = dns_resolve(s->p.dns, d->name, sched_dns_done, s);
+    if (d->resolving)
+        return;
+    /* an SMTPUTF8 domain is looked up by its A-label (RFC 5890) */
+    char *alabel = NULL;
+    bool ascii = true;
+    for (const char *p = d->name; *p; p++)
+        ascii &= (unsigned char)*p < 0x80;
+    if (!ascii && idn2_to_ascii_8z(d->name, &alabel, IDN2_NONTRANSITIONAL) != IDN2_OK) {
+        struct smtpc_reply rep;
+        sched_reply_set(&rep, 550, "5.1.2", "recipient domain is not a valid IDN");
+        struct sched_job *list = d->wait_head;
+        d->wait_head = NULL;
+        d->wait_tail = &d->wait_head;
+        sched_finish_list(s, list, &rep);
+        return;
     }
+    d->resolving = true;
+    d->dns_req = dns_resolve(s->p.dns, alabel ? alabel : d->name, sched_dns_done, d);
+    free(alabel);
 }
 
 /* ---------------------------------------------------------------- loader */
+
+/* sched_flush_open - route the jobs built for the last message */
+static void sched_flush_open(struct sched *s)
+{
+    for (size_t i = 0; i < s->nopen; i++)
+        sched_route(s, s->open[i]);
+    s->nopen = 0;
+}
 
 /* sched_load_one - spool_load_rcpts callback: add a due recipient to a job */
 static void sched_load_one(void *arg, const struct spool_due_item *item,
@@ -935,13 +965,16 @@ static void sched_load_one(void *arg, const struct spool_due_item *item,
     sched_key_add(s, item->id, item->idx);
     s->ready++;
 
-    struct sched_job *job = s->building;
-    if (!job || job->msg->id != m->id || strcmp(job->dom->name, lower) != 0 ||
-        job->nrcpt >= (uint32_t)s->conf->delivery_max_rcpts_per_txn) {
-        if (job) sched_route(s, job);
+    if (s->nopen && s->open[0]->msg->id != m->id)
+        sched_flush_open(s);
+    struct sched_job *job = NULL;
+    for (size_t i = 0; i < s->nopen && !job; i++)
+        if (strcmp(s->open[i]->dom->name, lower) == 0 &&
+            s->open[i]->nrcpt < (uint32_t)s->conf->delivery_max_rcpts_per_txn)
+            job = s->open[i];
+    if (!job) {
         job = xcalloc(1, sizeof *job);
-        struct sched_msg *msg = NULL;
-        if (s->building && s->building->msg->id == m->id) msg = s->building->msg;
+        struct sched_msg *msg = s->nopen ? s->open[0]->msg : NULL;
         if (!msg) {
             msg = xcalloc(1, sizeof *msg);
             msg->id = m->id;
@@ -953,7 +986,11 @@ static void sched_load_one(void *arg, const struct spool_due_item *item,
         msg->refs++;
         job->msg = msg;
         job->dom = sched_domain_get(s, lower);
-        s->building = job;
+        if (s->nopen == s->capopen) {
+            s->capopen = s->capopen ? s->capopen * 2 : 8;
+            s->open = xrealloc(s->open, s->capopen * sizeof *s->open);
+        }
+        s->open[s->nopen++] = job;
     }
     if (job->nrcpt == job->cap) {
         job->cap = job->cap ? job->cap * 2 : 4;
@@ -986,10 +1023,8 @@ static size_t sched_load(struct sched *s)
     while (s->ready < (size_t)s->conf->delivery_max_ready) {
         int n = spool_due_scan(s->p.spool, after, from, now, items, SCHED_SCAN_BATCH);
         if (n <= 0) break;
-        s->building = NULL;
         spool_load_rcpts(s->p.spool, items, (size_t)n, sched_load_one, s);
-        if (s->building) sched_route(s, s->building);
-        s->building = NULL;
+        sched_flush_open(s);
         s->cursor = items[n - 1];
         s->have_cursor = true;
         after = &s->cursor;
@@ -1101,6 +1136,7 @@ void sched_free(struct sched *s)
         free(site);
     }
     free(s->keys);
+    free(s->open);
     event_free(s->tick);
     free(s);
 }
