@@ -78,6 +78,8 @@ static const struct conf_key conf_keys[] = {
     {"inject.max_inflight_mb", CONF_INT, OFF(inject_max_inflight_mb), "512", 1, 1048576,
      "message bytes buffered by all sessions before reading pauses (backpressure)"},
 
+    {"delivery.enabled", CONF_BOOL, OFF(delivery_enabled), "true", 0, 0,
+     "deliver mail; false makes an accept-only node (mail stays queued until true)"},
     {"delivery.workers", CONF_INT, OFF(delivery_workers), "1", 1, 64,
      "delivery threads; each owns the destination domains that hash to it"},
     {"delivery.helo_name", CONF_STR, OFF(delivery_helo_name), "", 0, 0,

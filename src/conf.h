@@ -45,6 +45,7 @@ struct conf {
     int64_t inject_max_inflight_mb;
 
     /* delivery */
+    bool delivery_enabled;
     int64_t delivery_workers;
     char *delivery_helo_name;
     char *delivery_source_address;

@@ -147,7 +147,9 @@ static int engine_start_workers(struct engine *eng, char *err, size_t errsz)
     /* certificates are not verified yet: opportunistic TLS is about eavesdroppers */
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     eng->tls_client = ctx;
-    int n = (int)eng->conf->delivery_workers;
+    int n = eng->conf->delivery_enabled ? (int)eng->conf->delivery_workers : 0;
+    if (n == 0)
+        log_msg(LOG_NOTICE, "delivery", "delivery.enabled is false: mail stays queued");
     eng->workers = xcalloc((size_t)n, sizeof *eng->workers);
     for (int i = 0; i < n; i++) {
         eng->workers[i] = worker_start(eng, ctx, i, err, errsz);
