@@ -13,8 +13,9 @@ Fixtures for the volleyd integration tests.
                    at teardown.  Skips the test when dnsmasq or aiosmtpd is missing.
   tls_cert         (cert.pem, key.pem): a self-signed certificate for mx.tls.test.
 
-Unless a test points it at a DNS server of its own (mailnet.settings()), every
-volleyd gets an unanswering DNS server, so its delivery workers never deliver.
+Every volleyd runs with delivery.enabled = false (mail stays queued) unless the
+test turns it on, normally through mailnet.settings(); its default DNS server never
+answers, so nothing leaves the machine either way.
 
 Markers:
   @pytest.mark.conf({"inject.max_recipients": 3})   per-test config keys

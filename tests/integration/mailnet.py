@@ -19,6 +19,7 @@ mailnet - a small mail world on loopback for the delivery tests.
 Only 127.0.0.x addresses are used.  Every wait is bounded.
 """
 
+import asyncio
 import json
 import re
 import signal
@@ -43,9 +44,18 @@ except ImportError:  # pragma: no cover - the delivery tests skip themselves
 
 
 def free_udp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free for both UDP and TCP on 127.0.0.1 (dnsmasq binds both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                t.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free UDP+TCP port")
 
 
 def free_mail_port(ips=("127.0.0.1",)):
@@ -87,6 +97,10 @@ def _dns_query_packet(name, qtype=1, qid=0x1234):
     return struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + q + struct.pack(">HH", qtype, 1)
 
 
+class _PortTaken(Exception):
+    pass
+
+
 class DNSServer:
     """dnsmasq for one test.  Declare records, then start()."""
 
@@ -111,6 +125,15 @@ class DNSServer:
         return "127.0.0.1:%d" % self.port
 
     def start(self, timeout=10.0):
+        # the port was free a moment ago; a client socket may take it meanwhile
+        for attempt in range(5):
+            try:
+                return self._start(timeout)
+            except _PortTaken:
+                self.port = free_udp_port()
+        return self._start(timeout)
+
+    def _start(self, timeout):
         conf = self.dir / "dnsmasq.conf"
         conf.write_text("\n".join([
             "port=%d" % self.port,
@@ -123,7 +146,8 @@ class DNSServer:
             "log-queries",
             "log-facility=%s" % (self.dir / "dnsmasq.log"),
         ] + self.lines) + "\n")
-        with open(self.dir / "dnsmasq.out", "ab") as out:
+        out_path = self.dir / "dnsmasq.out"
+        with open(out_path, "wb") as out:
             self.proc = subprocess.Popen(
                 [DNSMASQ, "-C", str(conf), "--keep-in-foreground", "--user=root",
                  "--pid-file=%s" % (self.dir / "dnsmasq.pid")],
@@ -134,9 +158,11 @@ class DNSServer:
             s.settimeout(0.1)
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
-                    raise RuntimeError("dnsmasq exited with %s: %s" % (
-                        self.proc.returncode,
-                        (self.dir / "dnsmasq.out").read_text(errors="replace")))
+                    text = out_path.read_text(errors="replace")
+                    if "Address already in use" in text:
+                        raise _PortTaken(text)
+                    raise RuntimeError("dnsmasq exited with %s: %s" % (self.proc.returncode,
+                                                                       text))
                 try:
                     s.sendto(_dns_query_packet("ready.test"), ("127.0.0.1", self.port))
                     data, _ = s.recvfrom(4096)
@@ -185,6 +211,7 @@ class Envelope:
         self.helo = kw.get("helo")
         self.session = kw.get("session")
         self.accepted = kw.get("accepted", True)
+        self.peer = kw.get("peer")
 
     def __repr__(self):
         return "Envelope(from=%r, rcpts=%r, %d bytes, tls=%r, session=%r)" % (
@@ -214,6 +241,11 @@ class RecordingHandler:
         self.rcpt_script = None
         self.data_script = None
         self.data_reply = "250 2.0.0 Ok: queued on %s" % name
+        self.data_delay = 0.0  # seconds before the reply to the final dot
+        self.inflight = Counter()      # texts being answered, by recipient domain
+        self.max_inflight = Counter()  # the most at once, by recipient domain
+        self.max_inflight_all = 0
+        self.data_arrived = threading.Event()  # set when a text has been received
 
     # called by CountingSMTP
     def _connected(self, smtp):
@@ -260,7 +292,22 @@ class RecordingHandler:
         env = Envelope(mail_from=envelope.mail_from, mail_options=list(envelope.mail_options),
                        rcpt_tos=list(envelope.rcpt_tos), rcpt_options=list(envelope.rcpt_options),
                        content=bytes(envelope.original_content), tls=session.ssl is not None,
-                       helo=session.host_name, session=getattr(server, "vt_id", None))
+                       helo=session.host_name, session=getattr(server, "vt_id", None),
+                       peer=session.peer[0] if session.peer else None)
+        self.data_arrived.set()
+        doms = {r.rpartition("@")[2].lower() for r in env.rcpt_tos}
+        with self.lock:
+            for d in doms:
+                self.inflight[d] += 1
+                self.max_inflight[d] = max(self.max_inflight[d], self.inflight[d])
+            self.max_inflight_all = max(self.max_inflight_all, sum(self.inflight.values()))
+        try:
+            if self.data_delay:
+                await asyncio.sleep(self.data_delay)
+        finally:
+            with self.lock:
+                for d in doms:
+                    self.inflight[d] -= 1
         reply = self.data_script(env, n) if self.data_script else None
         if reply and not reply.startswith("2"):
             env.accepted = False
@@ -359,6 +406,8 @@ class ScriptedHost:
       stall-dot      read the whole text, never answer it
       tls-garbage    like ok but offers STARTTLS; answers it with 220 and then bytes
                      that are not TLS, and closes
+      helo-only      like ok but refuses EHLO (502): the client must fall back to HELO
+      bad-reply      answers MAIL with a line that is not an SMTP reply
     """
 
     def __init__(self, ip, port, name, behaviours=("ok",)):
@@ -476,6 +525,9 @@ class ScriptedHost:
                 if verb in (b"EHLO", b"HELO"):
                     if behaviour == "drop-ehlo":
                         return
+                    if verb == b"EHLO" and behaviour == "helo-only":
+                        send("502 5.5.2 Error: command not recognized")
+                        continue
                     if verb == b"HELO":
                         send("250 %s" % self.name)
                         continue
@@ -495,6 +547,9 @@ class ScriptedHost:
                 elif verb == b"MAIL":
                     if behaviour == "drop-mail":
                         return
+                    if behaviour == "bad-reply":
+                        send("hello there, this is no reply")
+                        continue
                     m = re.match(rb"MAIL FROM:<([^>]*)>(.*)", line, re.I)
                     sender = m.group(1).decode() if m else None
                     mail_opts = m.group(2).decode().split() if m else []
@@ -652,6 +707,7 @@ class MailNet:
     # -- volleyd
     def settings(self, overrides=None):
         s = {
+            "delivery.enabled": True,
             "dns.servers": [self.dns.server],
             "dns.timeout_ms": 500,
             "dns.tries": 2,

@@ -7,6 +7,8 @@ deadline.
 
 import time
 
+import pytest
+
 from mailnet import ACCT_KEYS, acct_records, wait_acct, wait_final
 from volley_harness import make_body
 
@@ -61,8 +63,8 @@ def _net(mailnet, volley_factory, hosts, mx=(), null_mx=(), overrides=None, smtp
 def test_byte_exact_delivery(mailnet, volley_factory):
     mailnet.start_dns(hosts={"mx.exact.test": "127.0.0.2"}, mx=[("exact.test", "mx.exact.test", 10)])
     host = mailnet.smtpd("127.0.0.2", "mx.exact.test")
-    # first run: the default (unanswering) DNS, so nothing is delivered while the
-    # message is held and read back
+    # first run: the harness default, delivery.enabled = false, so nothing is
+    # delivered while the message is held and read back
     v = volley_factory()
     rcpts = ["one@exact.test", "Two.Mixed@exact.test"]
     msgid = v.inject(SENDER, rcpts, BYTE_EXACT_BODY, params="BODY=8BITMIME")
@@ -359,3 +361,117 @@ def test_busy_banner_tries_next_mx(mailnet, volley_factory):
     assert [r["type"] for r in recs] == ["delivered"], recs
     assert recs[0]["mx"] == "mx2.busy.test", recs
     assert busy.sessions == 1 and len(host.envelopes) == 1
+
+
+def test_internationalized_domain(mailnet, volley_factory):
+    # RFC 6531: a U-label domain is looked up as its A-label (xn--...)
+    alabel = "b\u00fccher".encode("idna").decode() + ".test"
+    mailnet.start_dns(hosts={"mx.idn.test": "127.0.0.2"}, mx=[(alabel, "mx.idn.test", 10)])
+    host = mailnet.smtpd("127.0.0.2", "mx.idn.test")
+    v = volley_factory(mailnet.settings())
+    rcpt = "\u00fcser@b\u00fccher.test"
+    msgid = v.inject("j\u00f6rg@example.org", [rcpt], make_body("idn"), params="SMTPUTF8")
+    recs = wait_final(v, [(msgid, rcpt)])[(msgid, rcpt)]
+    assert [r["type"] for r in recs] == ["delivered"], recs
+    assert recs[0]["mx"] == "mx.idn.test", recs
+    assert [e.rcpt_tos for e in host.envelopes] == [[rcpt]]
+
+
+@pytest.mark.parametrize("stage, reply, want", [
+    ("mail", "550 5.7.1 sender rejected by policy", ("bounced", 550, "5.7.1")),
+    ("mail", "421 4.3.2 service shutting down", ("deferred", 421, "4.3.2")),
+    ("data", "554 5.6.0 message content rejected", ("bounced", 554, "5.6.0")),
+])
+def test_transaction_reply_applies_to_every_recipient(mailnet, volley_factory, stage, reply,
+                                                      want):
+    mailnet.start_dns(hosts={"mx.tx.test": "127.0.0.2"}, mx=[("tx.test", "mx.tx.test", 10)])
+    host = mailnet.smtpd("127.0.0.2", "mx.tx.test")
+    state = {"n": 0}
+    h = host.handler
+    if stage == "mail":
+        orig = h.handle_MAIL
+
+        async def handle_MAIL(server, session, envelope, address, opts):
+            state["n"] += 1
+            if state["n"] == 1:
+                return reply
+            return await orig(server, session, envelope, address, opts)
+        h.handle_MAIL = handle_MAIL  # aiosmtpd looks the hooks up per connection
+    else:
+        h.data_script = lambda env, n: reply if n == 1 else None
+    v = volley_factory(mailnet.settings({"delivery.retry_schedule": "1s"}))
+    rcpts = ["a@tx.test", "b@tx.test"]
+    msgid = v.inject(SENDER, rcpts, make_body("txn " + stage))
+    first = wait_acct(v, lambda r: r["msgid"] == msgid, 2)
+    for r in first[:2]:
+        assert (r["type"], r["code"], r["enh"]) == want, r
+    if want[0] == "deferred":
+        out = wait_final(v, [(msgid, a) for a in rcpts])
+        assert all(recs[-1]["type"] == "delivered" for recs in out.values()), out
+    else:
+        assert v.list() == {}
+
+
+def test_connection_reused_after_rejected_transaction(mailnet, volley_factory):
+    # every recipient of the first message is refused; the server still holds its
+    # MAIL, so the next transaction on the same connection needs RSET first
+    mailnet.start_dns(hosts={"mx.rs.test": "127.0.0.2"}, mx=[("rs.test", "mx.rs.test", 10)])
+    host = mailnet.smtpd("127.0.0.2", "mx.rs.test")
+    host.handler.rcpt_script = lambda addr, n: (
+        "550 5.1.1 no such user" if addr.startswith("bad") else None)
+    v = volley_factory(mailnet.settings({"delivery.max_connections_per_site": 1,
+                                         "delivery.idle_timeout": 10}))
+    from mailnet import inject_many
+    msgs = [(SENDER, ["bad%d@rs.test" % i], make_body("bad %d" % i)) for i in range(3)]
+    msgs += [(SENDER, ["good%d@rs.test" % i], make_body("good %d" % i)) for i in range(3)]
+    ids = inject_many(v, msgs)
+    out = wait_final(v, [(m, rc[0]) for m, (_, rc, _) in zip(ids, msgs)])
+    types = {k[1]: [r["type"] for r in recs] for k, recs in out.items()}
+    assert types == {**{"bad%d@rs.test" % i: ["bounced"] for i in range(3)},
+                     **{"good%d@rs.test" % i: ["delivered"] for i in range(3)}}, out
+    assert len(host.envelopes) == 3
+    assert host.sessions == 1, "the connection was not reused (%d sessions)" % host.sessions
+
+
+def test_large_message_byte_exact(mailnet, volley_factory):
+    # ~3 MB of lines of varied length, many starting with dots, so that dot-stuffing
+    # meets every chunk boundary of the writer
+    import random
+    rnd = random.Random(7)
+    lines = [b"Subject: large", b"Message-ID: <large@test>", b""]
+    size = 0
+    while size < 3 * 1024 * 1024:
+        n = rnd.choice([0, 1, 2, 3, 50, 77, 500, 997, 998])
+        line = bytes(rnd.choice(b".x.y\xc3\xa9.") for _ in range(n))
+        if n and rnd.random() < 0.5:
+            line = b"." + line[1:]
+        lines.append(line)
+        size += n + 2
+    body = b"\r\n".join(lines) + b"\r\n"
+    mailnet.start_dns(hosts={"mx.big.test": "127.0.0.2"}, mx=[("big.test", "mx.big.test", 10)])
+    host = mailnet.smtpd("127.0.0.2", "mx.big.test")
+    v = volley_factory(mailnet.settings())
+    msgid = v.inject(SENDER, ["x@big.test"], body, params="BODY=8BITMIME")
+    recs = wait_final(v, [(msgid, "x@big.test")], timeout=20)[(msgid, "x@big.test")]
+    assert [r["type"] for r in recs] == ["delivered"], recs
+    assert len(host.envelopes) == 1
+    got = host.envelopes[0].content
+    assert len(got) == len(body) and got == body, "received %d bytes, sent %d" % (
+        len(got), len(body))
+
+
+def test_accept_only_node(mailnet, volley_factory):
+    # delivery.enabled = false: a live MX, but mail stays queued until it is true
+    mailnet.start_dns(hosts={"mx.ao.test": "127.0.0.2"}, mx=[("ao.test", "mx.ao.test", 10)])
+    host = mailnet.smtpd("127.0.0.2", "mx.ao.test")
+    v = volley_factory(mailnet.settings({"delivery.enabled": False}))
+    msgid = v.inject(SENDER, ["x@ao.test"], make_body("accept only"))
+    time.sleep(1.0)
+    assert host.sessions == 0 and not acct_records(v)
+    assert v.ctl({"cmd": "sites"}) == {"ok": True, "sites": []}
+    s = v.show(msgid)["recipients"][0]
+    assert s["state"] == "queued" and s["attempts"] == 0, s
+    v.settings["delivery.enabled"] = True
+    v.restart()
+    recs = wait_final(v, [(msgid, "x@ao.test")])[(msgid, "x@ao.test")]
+    assert [r["type"] for r in recs] == ["delivered"] and recs[0]["attempt"] == 1, recs

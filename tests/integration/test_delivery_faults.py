@@ -89,3 +89,23 @@ def test_stalled_server_times_out(mailnet, volley_factory, stall, key):
     _check_deferred_then_delivered(v, host, msgid, rcpts, body)
     if stall == "stall-dot":
         assert len(host.partial) == 1
+
+
+def test_helo_fallback(mailnet, volley_factory):
+    v, host = _setup(mailnet, volley_factory, ["helo-only"])
+    body = make_body("helo only", body_lines=[".dot", "plain 7-bit text"])
+    msgid = v.inject(SENDER, ["a@flaky.test"], body)
+    recs = wait_final(v, [(msgid, "a@flaky.test")])[(msgid, "a@flaky.test")]
+    assert [r["type"] for r in recs] == ["delivered"], recs
+    cmds = [e.split()[0].upper() for n, b, e in host.log if e != "connect"]
+    assert cmds[:3] == ["EHLO", "HELO", "MAIL"], host.log
+    mail = [e for n, b, e in host.log if e.upper().startswith("MAIL")][0]
+    assert mail.upper() == "MAIL FROM:<%s>" % SENDER.upper(), "ESMTP parameters after HELO: %r" % mail
+    assert host.envelopes[0].content == body
+
+
+def test_malformed_reply_defers(mailnet, volley_factory):
+    v, host = _setup(mailnet, volley_factory, ["bad-reply", "ok"])
+    body = make_body("bad reply")
+    msgid = v.inject(SENDER, ["a@flaky.test"], body)
+    _check_deferred_then_delivered(v, host, msgid, ["a@flaky.test"], body)

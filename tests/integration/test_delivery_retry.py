@@ -202,3 +202,129 @@ def test_site_down_with_multi_job_message(mailnet, volley_factory, shape):
     assert v.running(), "volleyd died:\n%s" % v.stderr_tail()
     s = v.show(msgid)
     assert all(r["state"] == "deferred" and r["attempts"] >= 3 for r in s["recipients"]), s
+
+
+def test_partial_4xx_retries_only_the_deferred_recipient(mailnet, volley_factory):
+    mailnet.start_dns(hosts={"mx.part.test": "127.0.0.2"}, mx=[("part.test", "mx.part.test", 10)])
+    host = mailnet.smtpd("127.0.0.2", "mx.part.test")
+    host.handler.rcpt_script = lambda addr, n: (
+        "452 4.2.2 <%s>: mailbox full" % addr if addr.startswith("full") and n == 1 else None)
+    v = volley_factory(mailnet.settings())
+    rcpts = ["a@part.test", "full@part.test", "c@part.test"]
+    msgid = v.inject(SENDER, rcpts, make_body("partial"))
+    out = wait_final(v, [(msgid, a) for a in rcpts])
+    assert [r["type"] for r in out[(msgid, "a@part.test")]] == ["delivered"]
+    assert [r["type"] for r in out[(msgid, "c@part.test")]] == ["delivered"]
+    full = out[(msgid, "full@part.test")]
+    assert [r["type"] for r in full] == ["deferred", "delivered"], full
+    assert full[0]["code"] == 452 and full[0]["enh"] == "4.2.2", full
+    assert full[1]["attempt"] == 2
+    assert [e.rcpt_tos for e in host.envelopes] == [["a@part.test", "c@part.test"],
+                                                    ["full@part.test"]]
+    assert host.handler.rcpt_seen == {"a@part.test": 1, "full@part.test": 2, "c@part.test": 1}
+    assert v.list() == {}
+
+
+def _slow_host(mailnet, volley_factory, delay, data_done=1):
+    mailnet.start_dns(hosts={"mx.slow.test": "127.0.0.2"}, mx=[("slow.test", "mx.slow.test", 10)])
+    host = mailnet.smtpd("127.0.0.2", "mx.slow.test")
+    host.handler.data_delay = delay
+    v = volley_factory(mailnet.settings({"delivery.timeout_data_done": data_done}))
+    return v, host
+
+
+def test_hold_during_failed_delivery_wins(mailnet, volley_factory):
+    # the host takes 3 s to answer the final dot; volleyd gives up after 1 s.  A hold
+    # made meanwhile stays: the recipient is held, not deferred, and not tried again
+    v, host = _slow_host(mailnet, volley_factory, 3.0)
+    msgid = v.inject(SENDER, ["x@slow.test"], make_body("hold in flight"))
+    assert host.handler.data_arrived.wait(5)
+    r = v.ctl({"cmd": "hold", "id": msgid})
+    assert r["ok"] and r["recipients"] == 1, r
+    d = wait_acct(v, lambda r: r["msgid"] == msgid, timeout=5)[0]
+    assert d["type"] == "deferred", d
+    time.sleep(2.0)
+    s = v.show(msgid)["recipients"][0]
+    assert s["state"] == "held", s
+    assert host.handler.data_seen == 1, "a held recipient was tried again"
+    host.handler.data_delay = 0
+    assert v.ctl({"cmd": "release", "id": msgid})["ok"]
+    recs = wait_final(v, [(msgid, "x@slow.test")])[(msgid, "x@slow.test")]
+    assert recs[-1]["type"] == "delivered", recs
+
+
+def test_hold_during_successful_delivery(mailnet, volley_factory):
+    # the 250 comes after the operator held the message: it was delivered, so it is
+    # gone (a later release must not send it again)
+    v, host = _slow_host(mailnet, volley_factory, 0.5, data_done=10)
+    msgid = v.inject(SENDER, ["x@slow.test"], make_body("delivered while held"))
+    assert host.handler.data_arrived.wait(5)
+    v.ctl({"cmd": "hold", "id": msgid})
+    recs = wait_final(v, [(msgid, "x@slow.test")])[(msgid, "x@slow.test")]
+    assert [r["type"] for r in recs] == ["delivered"], recs
+    assert v.list() == {}
+
+
+def test_delete_during_delivery(mailnet, volley_factory):
+    v, host = _slow_host(mailnet, volley_factory, 3.0)
+    msgid = v.inject(SENDER, ["x@slow.test"], make_body("delete in flight"))
+    assert host.handler.data_arrived.wait(5)
+    r = v.ctl({"cmd": "delete", "id": msgid})
+    assert r["ok"] and r["recipients"] == 1 and r["messages"] == 1, r
+    time.sleep(2.5)
+    assert v.list() == {}
+    assert not [r for r in acct_records(v) if r["msgid"] == msgid], acct_records(v)
+    assert host.handler.data_seen == 1
+    v.assert_consistent()
+
+
+def test_retry_schedule(mailnet, volley_factory):
+    # waits 1 s, then 3 s, and the last one repeats
+    mailnet.start_dns(hosts={"mx.sched.test": "127.0.0.99"},
+                      mx=[("sched.test", "mx.sched.test", 10)])
+    v = volley_factory(mailnet.settings({"delivery.retry_schedule": "1s,3s"}))
+    msgid = v.inject(SENDER, ["x@sched.test"], make_body("schedule"))
+    recs = wait_acct(v, lambda r: r["msgid"] == msgid, 3, timeout=12)[:3]
+    assert [r["attempt"] for r in recs] == [1, 2, 3], recs
+    waits = [_parse_ts(r["next_attempt"]) - _parse_ts(r["ts"][:19] + "Z") for r in recs]
+    assert waits[0] in (0, 1, 2) and waits[1] in (2, 3, 4) and waits[2] in (2, 3, 4), (waits, recs)
+    gaps = [_parse_ts(b["ts"][:19] + "Z") - _parse_ts(a["ts"][:19] + "Z")
+            for a, b in zip(recs, recs[1:])]
+    assert gaps[0] in (0, 1, 2) and gaps[1] in (2, 3, 4, 5), (gaps, recs)
+
+
+def test_sigterm_while_delivering(mailnet, volley_factory):
+    # a transaction waits for its final reply when volleyd is told to stop: it exits
+    # promptly, records nothing for it, and delivers after the restart
+    v, host = _slow_host(mailnet, volley_factory, 5.0, data_done=30)
+    msgid = v.inject(SENDER, ["x@slow.test"], make_body("stop while delivering"))
+    assert host.handler.data_arrived.wait(5)
+    t0 = time.monotonic()
+    rc = v.stop()
+    assert rc == 0, rc
+    assert time.monotonic() - t0 < 3, "slow to stop with a delivery in flight"
+    assert not acct_records(v)
+    host.handler.data_delay = 0
+    v.start()
+    recs = wait_final(v, [(msgid, "x@slow.test")])[(msgid, "x@slow.test")]
+    assert [r["type"] for r in recs] == ["delivered"], recs
+    assert recs[0]["attempt"] == 1, recs
+    v.assert_consistent()
+
+
+@pytest.mark.needs_volleyctl
+def test_retry_by_campaign(mailnet, volley_factory):
+    mailnet.start_dns(hosts={"mx.camp.test": "127.0.0.5"}, mx=[("camp.test", "mx.camp.test", 10)])
+    v = volley_factory(mailnet.settings({"delivery.retry_schedule": "1h",
+                                         "delivery.site_down_seconds": 600}))
+    a = v.inject(SENDER, ["a@camp.test"], make_body("a", extra_headers=["X-Volley-Campaign: c-1"]))
+    b = v.inject(SENDER, ["b@camp.test"], make_body("b", extra_headers=["X-Volley-Campaign: c-2"]))
+    wait_acct(v, lambda r: r["type"] == "deferred", 2)
+    host = mailnet.smtpd("127.0.0.5", "mx.camp.test")
+    r = v.volleyctl("retry", "--campaign", "c-1")
+    assert r.returncode == 0 and b"1 recipient" in r.stdout, r
+    recs = wait_final(v, [(a, "a@camp.test")], timeout=8)[(a, "a@camp.test")]
+    assert recs[-1]["type"] == "delivered" and recs[-1]["campaign"] == "c-1", recs
+    time.sleep(1.0)
+    assert [e.rcpt_tos for e in host.envelopes] == [["a@camp.test"]]
+    assert list(v.list()) == [b]

@@ -49,7 +49,7 @@ def test_domains_sharing_mx_share_connections(mailnet, volley_factory):
 
 
 def test_throughput_smtp_sink(mailnet, volley_factory):
-    """1000 messages over 10 domains that share one smtp-sink: all delivered, few
+    """2000 messages over 10 domains that share one smtp-sink: all delivered, few
     sessions."""
     domains = ["t%d.sink.test" % i for i in range(10)]
     mailnet.start_dns(hosts={"mx.sink.test": "127.0.0.3"},
@@ -59,7 +59,7 @@ def test_throughput_smtp_sink(mailnet, volley_factory):
     v = volley_factory(mailnet.settings({"delivery.max_connections_per_site": max_conn,
                                          "delivery.max_messages_per_connection": max_msgs,
                                          "delivery.idle_timeout": 5}))
-    n = 1000
+    n = 2000
     messages = [(SENDER, ["u%d@%s" % (i, domains[i % 10])], make_body("sink %d" % i))
                 for i in range(n)]
     t0 = time.monotonic()
@@ -139,3 +139,136 @@ def test_volleyctl_sites(mailnet, volley_factory):
     assert recs[-1]["type"] == "delivered" and recs[-1]["attempt"] == 2, recs
     q = {s["site"]: s for s in _sites(v)}["mx.q.test"]
     assert q["delivered"] == 1 and q["down_until"] == "", q
+
+
+def test_max_messages_per_connection(mailnet, volley_factory):
+    mailnet.start_dns(hosts={"mx.mm.test": "127.0.0.2"}, mx=[("mm.test", "mx.mm.test", 10)])
+    host = mailnet.smtpd("127.0.0.2", "mx.mm.test")
+    v = volley_factory(mailnet.settings({"delivery.max_connections_per_site": 1,
+                                         "delivery.max_messages_per_connection": 2,
+                                         "delivery.idle_timeout": 5}))
+    messages = [(SENDER, ["u%d@mm.test" % i], make_body("mm %d" % i)) for i in range(6)]
+    ids = inject_many(v, messages)
+    wait_final(v, [(m, rc[0]) for m, (_, rc, _) in zip(ids, messages)])
+    per_session = {}
+    for e in host.envelopes:
+        per_session[e.session] = per_session.get(e.session, 0) + 1
+    assert len(host.envelopes) == 6
+    assert max(per_session.values()) <= 2, per_session
+    assert host.handler.max_active == 1
+    assert host.sessions == len(per_session) == 3, (host.sessions, per_session)
+
+
+def test_idle_connection_is_closed(mailnet, volley_factory):
+    mailnet.start_dns(hosts={"mx.idle.test": "127.0.0.2"}, mx=[("idle.test", "mx.idle.test", 10)])
+    host = mailnet.smtpd("127.0.0.2", "mx.idle.test")
+    v = volley_factory(mailnet.settings({"delivery.idle_timeout": 1}))
+    msgid = v.inject(SENDER, ["x@idle.test"], make_body("idle"))
+    wait_final(v, [(msgid, "x@idle.test")])
+    t0 = time.monotonic()
+    wait_until(lambda: host.handler.active == 0, 5, "the idle connection to close")
+    assert time.monotonic() - t0 >= 0.5, "closed before idle_timeout"
+    wait_until(lambda: _sites(v)[0]["connections"] == 0, 2, "sites to show no connection")
+    # the next message opens a new one
+    m2 = v.inject(SENDER, ["y@idle.test"], make_body("idle 2"))
+    wait_final(v, [(m2, "y@idle.test")])
+    assert host.sessions == 2
+
+
+def test_two_workers(mailnet, volley_factory):
+    domains = ["w%02d.test" % i for i in range(20)]
+    mailnet.start_dns(hosts={"mx.w.test": "127.0.0.2"}, mx=[(d, "mx.w.test", 10) for d in domains])
+    host = mailnet.smtpd("127.0.0.2", "mx.w.test")
+    v = volley_factory(mailnet.settings({"delivery.workers": 2}))
+    messages = [(SENDER, ["u%d@%s" % (i, domains[i % 20])], make_body("w %d" % i))
+                for i in range(40)]
+    ids = inject_many(v, messages)
+    out = wait_final(v, [(m, rc[0]) for m, (_, rc, _) in zip(ids, messages)])
+    assert all([r["type"] for r in recs] == ["delivered"] for recs in out.values())
+    assert len(host.envelopes) == 40
+    sites = _sites(v)
+    # each worker has its own site object for the shared MX
+    assert sorted(s["worker"] for s in sites) == [0, 1], sites
+    assert {s["site"] for s in sites} == {"mx.w.test"}
+    assert sum(s["delivered"] for s in sites) == 40, sites
+
+
+def test_site_patterns(mailnet, volley_factory):
+    # two domains with different MX hosts of one provider: one site by pattern
+    mailnet.start_dns(hosts={"mx1.big.test": "127.0.0.2", "mx2.big.test": "127.0.0.2"},
+                      mx=[("a.test", "mx1.big.test", 10), ("b.test", "mx2.big.test", 10)])
+    host = mailnet.smtpd("127.0.0.2", "big")
+    v = volley_factory(mailnet.settings({"delivery.site_patterns": ["bigmail=mx*.big.test"]}))
+    m1 = v.inject(SENDER, ["x@a.test"], make_body("p1"))
+    m2 = v.inject(SENDER, ["y@b.test"], make_body("p2"))
+    out = wait_final(v, [(m1, "x@a.test"), (m2, "y@b.test")])
+    assert {recs[0]["site"] for recs in out.values()} == {"bigmail"}, out
+    sites = _sites(v)
+    assert [s["site"] for s in sites] == ["bigmail"], sites
+    assert sites[0]["delivered"] == 2
+    assert len(host.envelopes) == 2
+
+
+def test_queue_larger_than_max_ready(mailnet, volley_factory):
+    # 1500 recipients on disk, at most 100 in memory: the loader pages through them
+    domains = ["m%d.test" % i for i in range(5)]
+    mailnet.start_dns(hosts={"mx.mr.test": "127.0.0.2"}, mx=[(d, "mx.mr.test", 10) for d in domains])
+    host = mailnet.smtpd("127.0.0.2", "mx.mr.test")
+    v = volley_factory()  # no delivery while the queue fills
+    messages = [(SENDER, ["u%d.%d@%s" % (i, k, domains[(i + k) % 5]) for k in range(5)],
+                 make_body("mr %d" % i)) for i in range(300)]
+    ids = inject_many(v, messages, sessions=4)
+    v.stop()
+    v.settings.update(mailnet.settings({"delivery.max_ready": 100}))
+    v.start()
+    expected = {(m, r) for m, (_, rcpts, _) in zip(ids, messages) for r in rcpts}
+    out = wait_final(v, expected, timeout=40)
+    assert all([r["type"] for r in recs] == ["delivered"] for recs in out.values())
+    got = [(e.content, r) for e in host.envelopes for r in e.rcpt_tos]
+    assert len(got) == 1500 and len(set(got)) == 1500
+
+
+def test_connection_limits_per_domain_and_site(mailnet, volley_factory):
+    mailnet.start_dns(hosts={"mx.lim.test": "127.0.0.2"},
+                      mx=[("l1.test", "mx.lim.test", 10), ("l2.test", "mx.lim.test", 10)])
+    host = mailnet.smtpd("127.0.0.2", "mx.lim.test")
+    host.handler.data_delay = 0.3
+    v = volley_factory(mailnet.settings({"delivery.max_connections_per_site": 4,
+                                         "delivery.max_connections_per_domain": 1,
+                                         "delivery.idle_timeout": 5}))
+    messages = [(SENDER, ["u%d@l%d.test" % (i, 1 + i % 2)], make_body("lim %d" % i))
+                for i in range(8)]
+    ids = inject_many(v, messages)
+    wait_final(v, [(m, rc[0]) for m, (_, rc, _) in zip(ids, messages)], timeout=15)
+    h = host.handler
+    assert dict(h.max_inflight) == {"l1.test": 1, "l2.test": 1}, h.max_inflight
+    assert h.max_inflight_all == 2, "the two domains were not served in parallel"
+    assert h.max_active <= 4
+
+
+def test_source_address(mailnet, volley_factory):
+    mailnet.start_dns(hosts={"mx.src.test": "127.0.0.2"}, mx=[("src.test", "mx.src.test", 10)])
+    host = mailnet.smtpd("127.0.0.2", "mx.src.test")
+    v = volley_factory(mailnet.settings({"delivery.source_address": "127.0.0.50"}))
+    msgid = v.inject(SENDER, ["x@src.test"], make_body("source"))
+    recs = wait_final(v, [(msgid, "x@src.test")])[(msgid, "x@src.test")]
+    assert recs[0]["type"] == "delivered" and recs[0]["source"] == "127.0.0.50", recs
+    assert host.envelopes[0].peer == "127.0.0.50"
+
+
+def test_server_closes_idle_connection(mailnet, volley_factory):
+    # the host drops connections idle for 1 s (aiosmtpd's timeout: 421 and close);
+    # volleyd keeps its own idle connections for 10 s.  The next message must not be
+    # sent into the dead connection and deferred: it goes out on a new one.
+    mailnet.start_dns(hosts={"mx.to.test": "127.0.0.2"}, mx=[("to.test", "mx.to.test", 10)])
+    host = mailnet.smtpd("127.0.0.2", "mx.to.test", timeout=1)
+    v = volley_factory(mailnet.settings({"delivery.idle_timeout": 10}))
+    m1 = v.inject(SENDER, ["a@to.test"], make_body("first"))
+    wait_final(v, [(m1, "a@to.test")])
+    wait_until(lambda: host.handler.active == 0, 5, "the host to drop the idle connection")
+    time.sleep(0.3)
+    m2 = v.inject(SENDER, ["b@to.test"], make_body("second"))
+    recs = wait_final(v, [(m2, "b@to.test")])[(m2, "b@to.test")]
+    assert [r["type"] for r in recs] == ["delivered"], recs
+    assert recs[0]["attempt"] == 1
+    assert host.sessions == 2

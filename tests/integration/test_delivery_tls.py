@@ -10,9 +10,14 @@ from volley_harness import make_body
 SENDER = "bulk-sender@example.org"
 
 
-def _tls_context(cert):
+def _tls_context(cert, sni=None):
+    """A server context; the names clients ask for (SNI) are appended to sni."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(str(cert[0]), str(cert[1]))
+    if sni is not None:
+        def note(sslobj, name, context):
+            sni.append(name)
+        ctx.sni_callback = note
     return ctx
 
 
@@ -27,7 +32,8 @@ def _assert_tls_record(rec):
 
 def test_opportunistic_uses_starttls(mailnet, volley_factory, tls_cert):
     _world(mailnet)
-    host = mailnet.smtpd("127.0.0.2", "mx.tls.test", tls_context=_tls_context(tls_cert))
+    sni = []
+    host = mailnet.smtpd("127.0.0.2", "mx.tls.test", tls_context=_tls_context(tls_cert, sni))
     v = volley_factory(mailnet.settings({"delivery.tls": "opportunistic"}))
     body = make_body("tls opportunistic")
     msgid = v.inject(SENDER, ["x@tls.test"], body)
@@ -38,6 +44,7 @@ def test_opportunistic_uses_starttls(mailnet, volley_factory, tls_cert):
     assert host.envelopes[0].tls, "the host saw the message in plain text"
     assert host.envelopes[0].content == body
     assert not [r for r in v.log_records() if r.get("event") == "tls_fallback"]
+    assert sni == ["mx.tls.test"], "SNI: %r" % sni
 
 
 def test_tls_off_does_not_starttls(mailnet, volley_factory, tls_cert):
@@ -97,3 +104,18 @@ def test_opportunistic_handshake_failure_falls_back(mailnet, volley_factory):
     # the plain-text session did not try STARTTLS again
     starttls = [(n, e) for n, b, e in host.log if e.upper() == "STARTTLS"]
     assert len(starttls) == 1, host.log
+
+
+def test_required_with_failed_handshake_defers(mailnet, volley_factory):
+    _world(mailnet)
+    host = mailnet.scripted("127.0.0.2", ["tls-garbage"], name="mx.tls.test")
+    v = volley_factory(mailnet.settings({"delivery.tls": "required"}))
+    msgid = v.inject(SENDER, ["x@tls.test"], make_body("tls required, broken"))
+    d = wait_acct(v, lambda r: r["msgid"] == msgid)[0]
+    assert d["type"] == "deferred", d
+    time.sleep(1.5)
+    assert {r["type"] for r in acct_records(v)} == {"deferred"}
+    assert not host.envelopes
+    assert not [e for n, b, e in host.log if e.upper().startswith("MAIL")], \
+        "sent mail in plain text although TLS is required"
+    assert not [r for r in v.log_records() if r.get("event") == "tls_fallback"]

@@ -39,10 +39,10 @@ _dns_blackhole = None
 def dns_blackhole():
     """"127.0.0.1:PORT" of a UDP socket of this process that never answers.
 
-    It is every daemon's default dns.servers (with a long dns.timeout_ms), so the
-    delivery workers of a test that does not set up a mail world (mailnet.py) wait on
-    DNS for the whole test: queued mail stays queued, untouched, and nothing leaves
-    the machine.  Delivery tests override dns.servers with their own dnsmasq."""
+    It is every daemon's default dns.servers (with a long dns.timeout_ms), so that a
+    test that turns delivery.enabled on without a mail world of its own (mailnet.py)
+    has its lookups wait for the whole test: nothing leaves the machine.  Delivery
+    tests override dns.servers with their own dnsmasq."""
     global _dns_blackhole
     if _dns_blackhole is None:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -305,7 +305,10 @@ class Volley:
             "control.socket": str(self.sockdir / "control.sock"),
             "log.dir": str(self.tmp / "log"),
             "daemon.pid_file": str(self.tmp / "volleyd.pid"),
-            # no delivery unless a test asks for it: see dns_blackhole()
+            # no delivery unless a test asks for it (mailnet.settings() turns it on);
+            # and should a test enable it without a DNS server of its own, lookups
+            # go nowhere (see dns_blackhole())
+            "delivery.enabled": False,
             "dns.servers": [dns_blackhole()],
             "dns.timeout_ms": 60000,
             "dns.tries": 10,
