@@ -940,7 +940,7 @@ static void smtpc_local_fail(struct smtpc *c, struct smtpc_txn *t, int code, con
     smtpc_schedule(c, SMTPC_P_DONE);
 }
 
-int smtpc_send(struct smtpc *c, struct smtpc_txn *t)
+static int smtpc_send_queue(struct smtpc *c, struct smtpc_txn *t)
 {
     if (c->state != SMTPC_S_IDLE || c->quit_pending || c->txn ||
         (c->pending & (SMTPC_P_DONE | SMTPC_P_CLOSED)))
@@ -994,7 +994,7 @@ int smtpc_send(struct smtpc *c, struct smtpc_txn *t)
     return 0;
 }
 
-void smtpc_quit(struct smtpc *c)
+static void smtpc_quit_queue(struct smtpc *c)
 {
     if (c->state == SMTPC_S_DEAD || c->state == SMTPC_S_QUIT || c->quit_pending) return;
     if (c->state == SMTPC_S_IDLE) {
@@ -1115,12 +1115,47 @@ static bool smtpc_reading(const struct smtpc *c)
 }
 
 /*
- * smtpc_read_input - take reply lines from the input (CRLF or LF ends; some servers
+ * smtpc_flush - write queued output now, on plain-text sessions.  Left to the
+ * bufferevent, every command batch would arm EV_WRITE, wait a loop turn, write and
+ * disarm it: two epoll_ctl calls and a wake-up per batch.  Here EV_WRITE stays off
+ * unless the socket takes less than we have; message text is refilled and written
+ * in the same loop.  TLS sessions keep the filter's own writing.
+ */
+static void smtpc_flush(struct smtpc *c)
+{
+    if (!c->bev || c->tls_active || c->state == SMTPC_S_DEAD || c->state == SMTPC_S_CONNECT ||
+        c->state == SMTPC_S_HANDSHAKE)
+        return;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    while (evbuffer_get_length(out) > 0) {
+        /* a bufferevent keeps the front of its output frozen so only it drains it */
+        evbuffer_unfreeze(out, 1);
+        int n = evbuffer_write(out, bufferevent_getfd(c->bev));
+        int err = errno;
+        evbuffer_freeze(out, 1);
+        if (n < 0 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
+            smtpc_fail(c, SMTPC_FAIL_DROPPED);
+            return;
+        }
+        if (evbuffer_get_length(out) > 0) {
+            bufferevent_enable(c->bev, EV_WRITE); /* the socket is full: let libevent wait */
+            return;
+        }
+        if (c->state != SMTPC_S_TEXT)
+            break;
+        smtpc_arm(c); /* progress restarts the data block timer */
+        smtpc_text_fill(c);
+    }
+    bufferevent_disable(c->bev, EV_WRITE);
+}
+
+/*
+ * smtpc_read_lines - take reply lines from the input (CRLF or LF ends; some servers
  * send bare LF, so EVBUFFER_EOL_CRLF_STRICT would be too strict) and handle each
  * complete reply.  A line over SMTPC_LINE_MAX octets or a reply over
  * SMTPC_REPLY_LINES lines is a protocol error.
  */
-static void smtpc_read_input(struct smtpc *c)
+static void smtpc_read_lines(struct smtpc *c)
 {
     char line[SMTPC_LINE_MAX + 1];
 
@@ -1166,6 +1201,14 @@ static void smtpc_read_input(struct smtpc *c)
     }
 }
 
+/* smtpc_read_input - handle complete replies, then send what they made us queue */
+static void smtpc_read_input(struct smtpc *c)
+{
+    smtpc_read_lines(c);
+    smtpc_flush(c);
+}
+
+
 /* smtpc_bev_read_cb - input arrived */
 static void smtpc_bev_read_cb(struct bufferevent *bev, void *arg)
 {
@@ -1181,6 +1224,7 @@ static void smtpc_bev_write_cb(struct bufferevent *bev, void *arg)
         smtpc_arm(c);
         smtpc_text_fill(c);
     }
+    smtpc_flush(c);
 }
 
 /* smtpc_bev_event_cb - connected, handshake done, EOF or error */
@@ -1355,4 +1399,17 @@ const char *smtpc_peer_addr(const struct smtpc *c)
 const char *smtpc_banner(const struct smtpc *c)
 {
     return c->banner;
+}
+
+int smtpc_send(struct smtpc *c, struct smtpc_txn *t)
+{
+    int rc = smtpc_send_queue(c, t);
+    smtpc_flush(c);
+    return rc;
+}
+
+void smtpc_quit(struct smtpc *c)
+{
+    smtpc_quit_queue(c);
+    smtpc_flush(c);
 }
