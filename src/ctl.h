@@ -43,8 +43,9 @@
  *     answered after the change is committed; nothing matched -> ok with zeros
  *
  *   {"cmd":"retry", one of "id":"16HEX" | "domain":D | "campaign":C}
- *     queued (incl. deferred) recipients become due now; DNS and site-down state of
- *     the domain (all domains for id/campaign) are forgotten
+ *     queued (incl. deferred) recipients become due now; the workers also forget
+ *     every site's down state and their cached DNS answers (for the given domain's
+ *     name: its route is looked up again), so the retry really goes out
  *     -> {"ok":true,"recipients":N,"messages":M}
  *
  *   {"cmd":"sites"}
