@@ -195,7 +195,8 @@ void log_msg(enum LOG_LEVEL lvl, const char *event, const char *fmt, ...)
     log_event(lvl, event, json_pack("{s:s}", "msg", text));
 }
 
-void log_acct(const char *type, json_t *fields)
+/* log_acct_object - the full accounting record: ts, type, then fields (stolen) */
+static json_t *log_acct_object(const char *type, json_t *fields)
 {
     char ts[64];
     log_timestamp(ts, sizeof ts);
@@ -206,5 +207,33 @@ void log_acct(const char *type, json_t *fields)
         json_object_update(obj, fields);
         json_decref(fields);
     }
-    log_emit(obj, true);
+    return obj;
+}
+
+void log_acct(const char *type, json_t *fields)
+{
+    log_emit(log_acct_object(type, fields), true);
+}
+
+int log_acct_append(struct vbuf *buf, const char *type, json_t *fields)
+{
+    json_t *obj = log_acct_object(type, fields);
+    char *line = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(obj);
+    if (!line)
+        return -1;
+    int rc = vbuf_append(buf, line, strlen(line)) < 0 || vbuf_append(buf, "\n", 1) < 0 ? -1 : 0;
+    free(line);
+    return rc;
+}
+
+void log_acct_flush(struct vbuf *buf)
+{
+    if (!buf->len)
+        return;
+    pthread_mutex_lock(&log_lock);
+    if (log_acct_fd >= 0)
+        log_write_all(log_acct_fd, (const char *)buf->data, buf->len);
+    pthread_mutex_unlock(&log_lock);
+    vbuf_reset(buf);
 }

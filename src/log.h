@@ -48,4 +48,14 @@ void log_msg(enum LOG_LEVEL lvl, const char *event, const char *fmt, ...)
 /* log_acct - write an accounting record ("ts" is added); steals fields */
 void log_acct(const char *type, json_t *fields);
 
+/*
+ * log_acct_append / log_acct_flush - the same records, gathered in a caller-owned
+ * buffer and written with one write(2) by log_acct_flush (delivery workers flush
+ * once per loop turn instead of once per recipient).  append returns -1 when the
+ * buffer is at its limit (the caller flushes and appends again).
+ */
+struct vbuf;
+int log_acct_append(struct vbuf *buf, const char *type, json_t *fields);
+void log_acct_flush(struct vbuf *buf);
+
 #endif

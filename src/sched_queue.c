@@ -150,6 +150,9 @@ struct sched {
     int64_t last_rewind_ms, last_full_ms;
 
     /* the job being built by the loader */
+    /* accounting records of this loop turn, written by acct_ev in one write(2) */
+    struct vbuf acct;
+    struct event *acct_ev;
     /* jobs of the message being loaded, one per domain (split past max rcpts):
      * recipients of one domain go in one transaction however they interleave */
     struct sched_job **open;
@@ -410,6 +413,28 @@ static void sched_reply_set(struct smtpc_reply *r, int code, const char *enh, co
     str_copy(r->text, sizeof r->text, text);
 }
 
+/* sched_acct_flush_cb - end of the loop turn: write the gathered records */
+static void sched_acct_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sched *s = arg;
+    log_acct_flush(&s->acct);
+}
+
+/* sched_acct - queue an accounting record (steals rec); written this loop turn */
+static void sched_acct(struct sched *s, const char *type, json_t *rec)
+{
+    json_incref(rec);
+    if (log_acct_append(&s->acct, type, rec) < 0) {
+        log_acct_flush(&s->acct);
+        json_incref(rec);
+        if (log_acct_append(&s->acct, type, rec) < 0)
+            log_acct(type, json_incref(rec)); /* a record bigger than the buffer */
+    }
+    json_decref(rec);
+    if (!event_pending(s->acct_ev, EV_TIMEOUT, NULL))
+        event_active(s->acct_ev, EV_TIMEOUT, 1);
+}
+
 /* sched_out_free_texts - free the reply strings sched_finish built for the op */
 static void sched_out_free_texts(struct sched_out *o)
 {
@@ -453,7 +478,7 @@ static void sched_out_done(void *ctx, struct engine_job *ej)
             strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%SZ", &tm);
             json_object_set_new(rec, "next_attempt", json_string(t));
         }
-        log_acct(spool_outcome_str(out->kind), rec);
+        sched_acct(s, spool_outcome_str(out->kind), rec);
     }
     sched_out_free_texts(o);
     for (uint32_t i = 0; i < o->n; i++)
@@ -1057,6 +1082,8 @@ struct sched *sched_new(const struct sched_params *p)
     s->p = *p;
     s->conf = p->conf;
     s->tick = evtimer_new(p->base, sched_tick_cb, s);
+    s->acct_ev = evtimer_new(p->base, sched_acct_flush_cb, s);
+    vbuf_init(&s->acct, 1 << 20);
     s->last_full_ms = s->last_rewind_ms = now_ms();
     sched_key_grow(s);
     sched_poke(s);
@@ -1137,6 +1164,9 @@ void sched_free(struct sched *s)
     }
     free(s->keys);
     free(s->open);
+    log_acct_flush(&s->acct);
+    vbuf_free(&s->acct);
+    event_free(s->acct_ev);
     event_free(s->tick);
     free(s);
 }
