@@ -172,6 +172,21 @@ static int spool_msg_has_campaign(const MDB_val *v, const char *name)
     return rec.campaign_len == strlen(name) && memcmp(c, name, rec.campaign_len) == 0;
 }
 
+/* spool_rcpt_in_domain - whether rcpt value v's address is at domain (any case) */
+static int spool_rcpt_in_domain(const MDB_val *v, const char *domain)
+{
+    struct spool_rcpt_rec rr;
+    if (v->mv_size < sizeof rr)
+        return 0;
+    memcpy(&rr, v->mv_data, sizeof rr);
+    if (v->mv_size < sizeof rr + rr.addr_len)
+        return 0;
+    const char *a = (const char *)v->mv_data + sizeof rr;
+    const char *at = memrchr(a, '@', rr.addr_len);
+    size_t dl = at ? rr.addr_len - (size_t)(at + 1 - a) : 0;
+    return at && dl == strlen(domain) && strncasecmp(at + 1, domain, dl) == 0;
+}
+
 /*
  * spool_change_rcpt - apply op to the recipient under cursor cur (key k, value v):
  * hold, release or delete it, keeping its due entry in step.  *changed is set when
@@ -263,17 +278,8 @@ static int spool_apply_msg_rcpts(struct spool *sp, MDB_txn *txn, struct spool_op
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         if (k.mv_size != SPOOL_RCPT_KEY_LEN || get_be64(k.mv_data) != id)
             break;
-        if (domain) {
-            struct spool_rcpt_rec rr;
-            if (v.mv_size < sizeof rr)
-                continue;
-            memcpy(&rr, v.mv_data, sizeof rr);
-            const char *a = (const char *)v.mv_data + sizeof rr;
-            const char *at = memrchr(a, '@', rr.addr_len);
-            size_t dl = at ? rr.addr_len - (size_t)(at + 1 - a) : 0;
-            if (!at || dl != strlen(domain) || strncasecmp(at + 1, domain, dl) != 0)
-                continue;
-        }
+        if (domain && !spool_rcpt_in_domain(&v, domain))
+            continue;
         if ((rc = spool_change_rcpt(sp, txn, cur, &k, &v, op->type, &changed)))
             break;
         touched += (uint64_t)changed;
@@ -325,16 +331,8 @@ static int spool_apply_select(struct spool *sp, MDB_txn *txn, struct spool_op *o
             if (op->sel.kind == SPOOL_SEL_CAMPAIGN) {
                 if (!spool_msg_has_campaign(&v, op->sel.text))
                     continue;
-            } else {
-                struct spool_rcpt_rec rr;
-                if (v.mv_size < sizeof rr)
-                    continue;
-                memcpy(&rr, v.mv_data, sizeof rr);
-                const char *a = (const char *)v.mv_data + sizeof rr;
-                const char *at = memrchr(a, '@', rr.addr_len);
-                size_t dl = at ? rr.addr_len - (size_t)(at + 1 - a) : 0;
-                if (!at || dl != strlen(op->sel.text) || strncasecmp(at + 1, op->sel.text, dl))
-                    continue;
+            } else if (!spool_rcpt_in_domain(&v, op->sel.text)) {
+                continue;
             }
             if (n == cap) {
                 cap = cap ? cap * 2 : 64;
