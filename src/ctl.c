@@ -57,16 +57,6 @@ struct ctl_job {
 
 static void ctl_process(struct ctl_conn *c);
 
-/* ctl_time - RFC 3339 UTC text of a millisecond time into buf */
-static const char *ctl_time(int64_t ms, char *buf, size_t n)
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
-}
-
 /* ctl_send - write obj as one line (consumes obj) */
 static void ctl_send(struct ctl_conn *c, json_t *obj)
 {
@@ -255,7 +245,7 @@ static int ctl_list_walk(const struct spool_msg_info *m, const struct spool_rcpt
     }
     msgid_format(m->id, idtxt);
     a->cur = json_pack("{s:s, s:s, s:s, s:s, s:I, s:i}", "id", idtxt, "sender", m->sender,
-                       "campaign", m->campaign, "created", ctl_time(m->created_ms, t, sizeof t),
+                       "campaign", m->campaign, "created", time_rfc3339(m->created_ms, t, sizeof t),
                        "size", (json_int_t)m->content_len, "recipients", 1);
     a->cur_id = m->id;
     json_array_append_new(a->msgs, a->cur);
@@ -350,12 +340,12 @@ static void ctl_cmd_show(struct ctl_conn *c, json_t *req)
             rcpts, json_pack("{s:i, s:s, s:s, s:s, s:i, s:s, s:s}", "index", (int)r->idx,
                              "address", r->addr, "domain", r->domain, "state", ctl_state_name(r),
                              "attempts", (int)r->attempts, "next_attempt",
-                             ctl_time(r->next_ms, t, sizeof t), "last_reply", r->last_reply));
+                             time_rfc3339(r->next_ms, t, sizeof t), "last_reply", r->last_reply));
     }
     size_t hlen = msg_header_section_len((const char *)m.content, m.content_len);
     json_t *obj = json_pack("{s:b, s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:o, s:o, s:o}", "ok", 1,
                             "id", idtxt, "sender", m.sender, "campaign", m.campaign, "created",
-                            ctl_time(m.created_ms, t, sizeof t), "size",
+                            time_rfc3339(m.created_ms, t, sizeof t), "size",
                             (json_int_t)m.content_len, "client", m.client, "helo", m.helo,
                             "flags", flags, "headers", ctl_text(m.content, hlen), "recipients",
                             rcpts);

@@ -6,12 +6,29 @@
 #include "util.h"
 
 #include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <grp.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+long net_bev_write_now(struct bufferevent *bev)
+{
+    struct evbuffer *out = bufferevent_get_output(bev);
+    if (evbuffer_get_length(out) == 0)
+        return 0;
+    /* a bufferevent keeps the front of its output frozen so only it drains it */
+    evbuffer_unfreeze(out, 1);
+    int n = evbuffer_write(out, bufferevent_getfd(bev));
+    int err = errno;
+    evbuffer_freeze(out, 1);
+    if (n < 0 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR)
+        return -1;
+    return (long)evbuffer_get_length(out);
+}
 
 /* net_mkparent - create the directories above a socket path (mkdir -p) */
 static void net_mkparent(const char *path)

@@ -472,11 +472,8 @@ static void sched_out_done(void *ctx, struct engine_job *ej)
             (json_int_t)((now - o->msg->created_ms) / 1000));
         if (out->kind == SPOOL_OUT_DEFERRED) {
             char t[40];
-            time_t secs = (time_t)(out->next_ms / 1000);
-            struct tm tm;
-            gmtime_r(&secs, &tm);
-            strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%SZ", &tm);
-            json_object_set_new(rec, "next_attempt", json_string(t));
+            json_object_set_new(rec, "next_attempt",
+                                json_string(time_rfc3339(out->next_ms, t, sizeof t)));
         }
         sched_acct(s, spool_outcome_str(out->kind), rec);
     }
@@ -502,7 +499,7 @@ static void sched_out_done(void *ctx, struct engine_job *ej)
  * job.  conn may be NULL (DNS or site-level decision).
  */
 static void sched_finish(struct sched *s, struct sched_job *job, struct sched_conn *conn,
-                         const struct smtpc_reply *all, bool force_defer)
+                         const struct smtpc_reply *all)
 {
     const struct conf *c = s->conf;
     int64_t now = now_ms();
@@ -545,10 +542,10 @@ static void sched_finish(struct sched *s, struct sched_job *job, struct sched_co
         out->idx = job->rcpts[i].idx;
         out->reply = NULL;
         int code = o->replies[i].code;
-        if (!force_defer && code >= 200 && code < 300) {
+        if (code >= 200 && code < 300) {
             out->kind = SPOOL_OUT_DELIVERED;
             if (site) site->delivered++;
-        } else if (!force_defer && code >= 500) {
+        } else if (code >= 500) {
             out->kind = SPOOL_OUT_BOUNCED;
             if (site) site->bounced++;
         } else if (now - job->msg->created_ms >= c->delivery_max_age * 1000) {
@@ -596,7 +593,7 @@ static void sched_finish_list(struct sched *s, struct sched_job *list, const str
 {
     while (list) {
         struct sched_job *next = list->next;
-        sched_finish(s, list, NULL, r, false);
+        sched_finish(s, list, NULL, r);
         list = next;
     }
 }
@@ -784,7 +781,7 @@ static void sched_conn_done(void *arg, struct smtpc_txn *t)
     conn->job = NULL;
     conn->nsent++;
     job->dom->active--;
-    sched_finish(s, job, conn, NULL, false);
+    sched_finish(s, job, conn, NULL);
     sched_conn_next(conn);
     sched_dispatch(s, conn->site);
 }
@@ -819,7 +816,7 @@ static void sched_conn_closed(void *arg, enum SMTPC_FAIL why, const struct smtpc
         conn->job = NULL;
         job->dom->active--;
         job->txn.fail = job->txn.fail ? job->txn.fail : why;
-        sched_finish(s, job, conn, NULL, false);
+        sched_finish(s, job, conn, NULL);
     }
     if (was_connecting && why != SMTPC_FAIL_NONE && !s->stopping) {
         /* this host could not be used: try the next address, then the next host */
@@ -874,7 +871,7 @@ static void sched_enqueue(struct sched *s, struct sched_job *job)
     if (site->down_until_ms > now_ms()) {
         struct smtpc_reply r;
         sched_reply_set(&r, 0, "4.4.1", site->down_reason);
-        sched_finish(s, job, NULL, &r, false);
+        sched_finish(s, job, NULL, &r);
         return;
     }
     job->next = NULL;
@@ -1183,12 +1180,8 @@ json_t *sched_sites_json(struct sched *s)
         for (struct sched_conn *c = site->conns; c; c = c->next)
             idle += c->state == SCHED_CONN_IDLE;
         char t[40] = "";
-        if (site->down_until_ms > now) {
-            time_t secs = (time_t)(site->down_until_ms / 1000);
-            struct tm tm;
-            gmtime_r(&secs, &tm);
-            strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%SZ", &tm);
-        }
+        if (site->down_until_ms > now)
+            time_rfc3339(site->down_until_ms, t, sizeof t);
         json_array_append_new(
             arr,
             json_pack("{s:s, s:o, s:i, s:i, s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:i}", "site",

@@ -42,6 +42,7 @@
  * not encrypt the whole message into memory at once.
  */
 #include "smtpc.h"
+#include "net.h"
 #include "util.h"
 
 #include <arpa/inet.h>
@@ -1128,16 +1129,12 @@ static void smtpc_flush(struct smtpc *c)
         return;
     struct evbuffer *out = bufferevent_get_output(c->bev);
     while (evbuffer_get_length(out) > 0) {
-        /* a bufferevent keeps the front of its output frozen so only it drains it */
-        evbuffer_unfreeze(out, 1);
-        int n = evbuffer_write(out, bufferevent_getfd(c->bev));
-        int err = errno;
-        evbuffer_freeze(out, 1);
-        if (n < 0 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
+        long left = net_bev_write_now(c->bev);
+        if (left < 0) {
             smtpc_fail(c, SMTPC_FAIL_DROPPED);
             return;
         }
-        if (evbuffer_get_length(out) > 0) {
+        if (left > 0) {
             bufferevent_enable(c->bev, EV_WRITE); /* the socket is full: let libevent wait */
             return;
         }

@@ -240,19 +240,12 @@ static void smtpd_kill(struct smtpd_session *s)
  */
 static void smtpd_flush(struct smtpd_session *s)
 {
-    struct evbuffer *out = bufferevent_get_output(s->bev);
-    if (s->dead || evbuffer_get_length(out) == 0)
+    if (s->dead)
         return;
-    /* a bufferevent keeps the front of its output frozen so only it drains it */
-    evbuffer_unfreeze(out, 1);
-    int n = evbuffer_write(out, bufferevent_getfd(s->bev));
-    int err = errno;
-    evbuffer_freeze(out, 1);
-    if (n < 0 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
+    long left = net_bev_write_now(s->bev);
+    if (left < 0)
         smtpd_kill(s);
-        return;
-    }
-    if (evbuffer_get_length(out) > 0)
+    else if (left > 0)
         bufferevent_enable(s->bev, EV_WRITE);
 }
 

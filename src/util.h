@@ -31,6 +31,10 @@ int64_t now_ms(void);
 /* mono_ms - monotonic milliseconds (timeouts, rates) */
 int64_t mono_ms(void);
 
+/* time_rfc3339 - "2026-11-23T09:19:48Z" (UTC, seconds) of a millisecond time into
+ * buf (size >= 21); returns buf */
+const char *time_rfc3339(int64_t ms, char *buf, size_t n);
+
 /* str_copy - bounded copy that always terminates; returns -1 if truncated */
 int str_copy(char *dst, size_t dstsz, const char *src);
 /* str_lower - ASCII-lowercase s in place */
