@@ -55,6 +55,8 @@ struct conf {
     int64_t delivery_max_conn_site;
     int64_t delivery_max_conn_domain;
     int64_t delivery_max_msgs_per_conn;
+    bool delivery_pipeline_next;
+    bool delivery_dsn;
     int64_t delivery_max_rcpts_per_txn;
     int64_t delivery_idle_timeout;
     char *delivery_retry_schedule;

@@ -21,6 +21,7 @@
  * once a minute; the in-flight set makes re-visits harmless.
  */
 #include "sched_queue.h"
+#include "dsn.h"
 #include "engine.h"
 #include "log.h"
 #include "msgid.h"
@@ -39,6 +40,7 @@
 #define SCHED_TICK_IDLE_MS 250
 #define SCHED_REWIND_MS    3000
 #define SCHED_FULL_SCAN_MS 60000
+#define SCHED_DSN_MAX      (256 * 1024) /* a notice copies at most 64 KB of headers */
 
 struct sched_msg {
     uint64_t id;
@@ -77,7 +79,8 @@ struct sched_host {
 };
 
 struct sched_site {
-    char *key;
+    char *key;  /* what makes routes share the site: pattern name or address set */
+    char *name; /* shown in logs and volleyctl: pattern name or the MX host names */
     struct sched_host *hosts;
     int nhosts;
     struct sched_job *head, **tail;
@@ -112,6 +115,7 @@ struct sched_conn {
     enum SCHED_CONN_STATE state;
     int host_i, addr_i;
     struct sched_job *job;
+    struct sched_job *next_job; /* chained behind job (smtpc_send on a busy session) */
     int nsent;
     struct event *idle_ev;
     char mx[DNS_NAME_MAX];
@@ -175,6 +179,10 @@ struct sched_out {
     char ip[64];
     char tls[32];
     char cipher[64];
+    /* the DSN to the sender (delivery.dsn), stored with the outcomes */
+    struct spool_msg dsn;
+    struct vbuf dsn_content;
+    const char *dsn_rcpt[1];
 };
 
 static void sched_dispatch(struct sched *s, struct sched_site *site);
@@ -328,35 +336,74 @@ static struct sched_domain *sched_domain_get(struct sched *s, const char *name)
     return d;
 }
 
-/* sched_site_key - the site a route belongs to: a configured pattern's name when
- * the first MX host matches it, else the sorted set of MX host names */
-static char *sched_site_key(struct sched *s, const struct dns_route *r)
+/* sched_join_sorted - "a,b,c" of n strings, sorted, duplicates dropped (caller frees) */
+static char *sched_join_sorted(const char **v, int n)
+{
+    for (int i = 1; i < n; i++) /* insertion sort: a handful of entries */
+        for (int j = i; j > 0 && strcmp(v[j - 1], v[j]) > 0; j--) {
+            const char *t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    struct vbuf out;
+    vbuf_init(&out, SIZE_MAX);
+    for (int i = 0; i < n; i++) {
+        if (i && strcmp(v[i - 1], v[i]) == 0) continue;
+        if (out.len) vbuf_append(&out, ",", 1);
+        vbuf_append(&out, v[i], strlen(v[i]));
+    }
+    vbuf_append(&out, "", 1);
+    return (char *)out.data;
+}
+
+/*
+ * sched_site_key - the site a route belongs to.  A configured pattern matching the
+ * first MX host names it; otherwise routes whose MX hosts resolve to the same set
+ * of addresses share a site (one receiving server, one pool of connections and one
+ * set of limits, however many domains or host names point at it), named after the
+ * MX host names of the first route that made it.  *name gets that name.
+ */
+static char *sched_site_key(struct sched *s, const struct dns_route *r, char **name)
 {
     const struct conf *c = s->conf;
     for (int i = 0; i < c->delivery_site_patterns_count; i++) {
         const char *pat = c->delivery_site_patterns[i];
         const char *eq = strchr(pat, '=');
-        if (r->nhosts > 0 && fnmatch(eq + 1, r->host[0].name, FNM_CASEFOLD) == 0)
-            return xstrndup(pat, (size_t)(eq - pat));
+        if (r->nhosts > 0 && fnmatch(eq + 1, r->host[0].name, FNM_CASEFOLD) == 0) {
+            *name = xstrndup(pat, (size_t)(eq - pat));
+            size_t kl = strlen(*name) + 2;
+            char *key = xmalloc(kl);
+            snprintf(key, kl, "=%s", *name); /* "=": never an address list */
+            return key;
+        }
     }
     const char *names[DNS_MAX_HOSTS];
     int n = r->nhosts;
-    for (int i = 0; i < n; i++)
-        names[i] = r->host[i].name;
-    for (int i = 1; i < n; i++) /* insertion sort: a handful of names */
-        for (int j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
-            const char *t = names[j];
-            names[j] = names[j - 1];
-            names[j - 1] = t;
-        }
-    struct vbuf key;
-    vbuf_init(&key, 64 * 1024);
+    size_t naddr = 0;
     for (int i = 0; i < n; i++) {
-        if (i) vbuf_append(&key, ",", 1);
-        vbuf_append(&key, names[i], strlen(names[i]));
+        names[i] = r->host[i].name;
+        naddr += (size_t)r->host[i].naddr;
     }
-    vbuf_append(&key, "", 1);
-    return (char *)key.data;
+    *name = sched_join_sorted(names, n);
+    if (naddr == 0) return xstrdup(*name);
+    char(*text)[INET6_ADDRSTRLEN] = xcalloc(naddr, sizeof *text);
+    const char **addrs = xcalloc(naddr, sizeof *addrs);
+    size_t k = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < r->host[i].naddr; j++, k++) {
+            const struct sockaddr_storage *sa = &r->host[i].addr[j];
+            if (sa->ss_family == AF_INET6)
+                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, text[k],
+                          sizeof text[k]);
+            else
+                inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, text[k],
+                          sizeof text[k]);
+            addrs[k] = text[k];
+        }
+    char *key = sched_join_sorted(addrs, (int)naddr);
+    free(addrs);
+    free(text);
+    return key;
 }
 
 /* sched_site_set_hosts - copy a route's hosts into site (replacing older ones) */
@@ -379,16 +426,20 @@ static void sched_site_set_hosts(struct sched_site *site, const struct dns_route
     }
 }
 
-static struct sched_site *sched_site_get(struct sched *s, char *key)
+/* sched_site_get - the site with key, created (named name) on first use; takes
+ * ownership of both strings */
+static struct sched_site *sched_site_get(struct sched *s, char *key, char *name)
 {
     for (struct sched_site *site = s->sites; site; site = site->next) {
         if (strcmp(site->key, key) == 0) {
             free(key);
+            free(name);
             return site;
         }
     }
     struct sched_site *site = xcalloc(1, sizeof *site);
-    site->key = key; /* owned now */
+    site->key = key;
+    site->name = name;
     site->tail = &site->head;
     site->next = s->sites;
     s->sites = site;
@@ -477,6 +528,19 @@ static void sched_out_done(void *ctx, struct engine_job *ej)
         }
         sched_acct(s, spool_outcome_str(out->kind), rec);
     }
+    if (ej->op.result == SPOOL_OK && ej->op.msg) {
+        char dsntxt[MSGID_STR_LEN + 1];
+        msgid_format(o->dsn.id, dsntxt);
+        if (ej->op.msg_stored)
+            log_event(LOG_INFO, "dsn_queued",
+                      json_pack("{s:s, s:s, s:s}", "msgid", idtxt, "dsn_msgid", dsntxt, "to",
+                                o->msg->sender));
+        else
+            log_msg(LOG_ERROR, "dsn_not_stored",
+                    "no room in the spool for the delivery status notification of %s to <%s>",
+                    idtxt, o->msg->sender);
+    }
+    vbuf_free(&o->dsn_content);
     sched_out_free_texts(o);
     for (uint32_t i = 0; i < o->n; i++)
         free(o->addrs[i]);
@@ -491,6 +555,90 @@ static void sched_out_done(void *ctx, struct engine_job *ej)
         s->stop_done(s->stop_arg);
     else if (!s->stopping)
         sched_poke(s);
+}
+
+/*
+ * sched_dsn_prepare - build the RFC 3464 notice to the sender of job's message for
+ * the recipients of o that bounced or expired; it becomes o's op.msg and is
+ * stored in the same transaction as the outcomes.  Never for a null sender (a
+ * notice is never answered by another one).
+ */
+static void sched_dsn_prepare(struct sched *s, struct sched_out *o, struct sched_job *job,
+                              const struct sched_conn *conn, int64_t now)
+{
+    const struct sched_msg *m = job->msg;
+    if (!*m->sender) return;
+    struct dsn_rcpt *dr = xcalloc(o->n, sizeof *dr);
+    char(*diag)[600] = xcalloc(o->n, sizeof *diag);
+    size_t nd = 0;
+    for (uint32_t i = 0; i < o->n; i++) {
+        if (o->outs[i].kind != SPOOL_OUT_BOUNCED && o->outs[i].kind != SPOOL_OUT_EXPIRED)
+            continue;
+        const struct smtpc_reply *r = &o->replies[i];
+        dr[nd].addr = o->addrs[i];
+        dr[nd].action = "failed";
+        dr[nd].status = r->enh;
+        dr[nd].code = r->code;
+        /* the reply as the server wrote it: enhanced code, then text */
+        snprintf(diag[nd], sizeof diag[nd], "%s%s%s", r->enh, *r->enh ? " " : "", r->text);
+        dr[nd].diag = diag[nd];
+        dr[nd].remote_mta = conn ? conn->mx : "";
+        dr[nd].last_attempt_ms = now;
+        nd++;
+    }
+    if (nd == 0) {
+        free(diag);
+        free(dr);
+        return;
+    }
+    /* the original header section: from the text in hand, else from the spool */
+    struct vbuf orig;
+    vbuf_init(&orig, SIZE_MAX);
+    const struct vbuf *text = &job->content;
+    if (!job->content.len) {
+        if (spool_msg_content(s->p.spool, m->id, &orig) < 0) vbuf_reset(&orig);
+        text = &orig;
+    }
+    char idtxt[MSGID_STR_LEN + 1];
+    msgid_format(m->id, idtxt);
+    struct dsn_info in = {
+        .reporting_mta = s->p.helo_name,
+        .queue_id = idtxt,
+        .sender = m->sender,
+        .arrival_ms = m->created_ms,
+        .now_ms = now,
+        .rcpts = dr,
+        .nrcpt = nd,
+        .orig = text->data,
+        .orig_len = text->len,
+    };
+    vbuf_init(&o->dsn_content, SCHED_DSN_MAX);
+    int rc = dsn_build(&in, &o->dsn_content);
+    vbuf_free(&orig);
+    free(diag);
+    free(dr);
+    if (rc < 0) {
+        log_msg(LOG_ERROR, "dsn_build", "cannot build the delivery status notification of %s",
+                idtxt);
+        vbuf_free(&o->dsn_content);
+        return;
+    }
+    bool ascii = true;
+    for (const char *p = m->sender; *p; p++)
+        ascii &= (unsigned char)*p < 0x80;
+    o->dsn_rcpt[0] = m->sender;
+    o->dsn.id = msgid_next();
+    o->dsn.created_ms = now;
+    o->dsn.flags = ascii ? 0 : SPOOL_MSG_SMTPUTF8;
+    o->dsn.sender = ""; /* null reverse-path: RFC 5321 4.5.5 */
+    o->dsn.campaign = "";
+    o->dsn.client = "local";
+    o->dsn.helo = s->p.helo_name;
+    o->dsn.rcpts = o->dsn_rcpt;
+    o->dsn.nrcpt = 1;
+    o->dsn.content = o->dsn_content.data;
+    o->dsn.content_len = o->dsn_content.len;
+    o->ej.op.msg = &o->dsn;
 }
 
 /*
@@ -514,7 +662,7 @@ static void sched_finish(struct sched *s, struct sched_job *job, struct sched_co
     o->attempts = xcalloc(job->nrcpt, sizeof *o->attempts);
     str_copy(o->domain, sizeof o->domain, job->dom->name);
     struct sched_site *site = job->dom->site;
-    str_copy(o->site, sizeof o->site, site ? site->key : "");
+    str_copy(o->site, sizeof o->site, site ? site->name : "");
     if (conn) {
         str_copy(o->mx, sizeof o->mx, conn->mx);
         str_copy(o->ip, sizeof o->ip, conn->ip);
@@ -571,6 +719,8 @@ static void sched_finish(struct sched *s, struct sched_job *job, struct sched_co
     }
     if (site && job->nrcpt)
         snprintf(site->last_reply, sizeof site->last_reply, "%s", o->outs[0].reply);
+
+    if (c->delivery_dsn) sched_dsn_prepare(s, o, job, conn, now);
 
     o->ej.op.type = SPOOL_OP_OUTCOMES;
     o->ej.op.outcomes = o->outs;
@@ -684,13 +834,32 @@ static void sched_conn_free(struct sched_conn *conn)
     free(conn);
 }
 
-/* sched_site_pick - take the first queued job whose domain is under its limit */
-static struct sched_job *sched_site_pick(struct sched *s, struct sched_site *site)
+/*
+ * sched_site_pick - take the first queued job conn may carry.  chain_dom NULL: a
+ * job whose domain is under its limit.  Otherwise a job to chain behind one of
+ * chain_dom on a busy connection - only where it costs no parallelism: one of
+ * chain_dom that no other connection may take (the domain is at its limit), or,
+ * when the site has no idle connection and no room for another, any job a new
+ * transaction could take.
+ */
+static struct sched_job *sched_site_pick(struct sched *s, struct sched_site *site,
+                                         const struct sched_domain *chain_dom)
 {
+    const int64_t dom_max = s->conf->delivery_max_conn_domain;
+    bool site_full = false;
+    if (chain_dom) {
+        site_full = site->nconn >= s->conf->delivery_max_conn_site;
+        for (struct sched_conn *c = site->conns; c && site_full; c = c->next)
+            site_full = c->state != SCHED_CONN_IDLE;
+    }
     struct sched_job **pp = &site->head, *prev = NULL;
     for (; *pp; prev = *pp, pp = &(*pp)->next) {
         struct sched_job *job = *pp;
-        if (job->dom->active >= s->conf->delivery_max_conn_domain) continue;
+        bool at_limit = job->dom->active >= dom_max;
+        if (!chain_dom ? at_limit
+                       : job->dom == chain_dom ? !(at_limit || site_full)
+                                               : !(site_full && !at_limit))
+            continue;
         *pp = job->next;
         if (site->tail == &job->next) site->tail = prev ? &prev->next : &site->head;
         job->next = NULL;
@@ -700,31 +869,33 @@ static struct sched_job *sched_site_pick(struct sched *s, struct sched_site *sit
     return NULL;
 }
 
-/* sched_conn_send - give conn its next job, or park it idle / quit */
-static void sched_conn_next(struct sched_conn *conn)
+/* sched_site_unpick - put a job that was picked but never sent back at the head */
+static void sched_site_unpick(struct sched_site *site, struct sched_job *job)
 {
-    struct sched *s = conn->s;
-    struct sched_site *site = conn->site;
-    if (s->stopping) return;
-    if (conn->nsent >= s->conf->delivery_max_msgs_per_conn) {
-        smtpc_quit(conn->c);
-        conn->state = SCHED_CONN_BUSY;
-        return;
-    }
-    struct sched_job *job = sched_site_pick(s, site);
-    if (!job) {
-        conn->state = SCHED_CONN_IDLE;
-        struct timeval tv = {s->conf->delivery_idle_timeout, 0};
-        evtimer_add(conn->idle_ev, &tv);
-        return;
-    }
-    evtimer_del(conn->idle_ev);
+    job->next = site->head;
+    site->head = job;
+    if (site->tail == &site->head) site->tail = &job->next;
+    site->queued++;
+}
+
+/* sched_job_unprepare - undo sched_job_prepare (the job goes back to a queue) */
+static void sched_job_unprepare(struct sched_job *job)
+{
+    vbuf_free(&job->content);
+    free(job->rcpt_ptrs);
+    free(job->replies);
+    job->rcpt_ptrs = NULL;
+    job->replies = NULL;
+}
+
+/* sched_job_prepare - load the message text and build the SMTP transaction; -1
+ * (job freed) when the message was deleted by an operator since it was loaded */
+static int sched_job_prepare(struct sched *s, struct sched_job *job)
+{
     vbuf_init(&job->content, SIZE_MAX);
     if (spool_msg_content(s->p.spool, job->msg->id, &job->content) < 0) {
-        /* deleted by an operator since it was loaded: nothing to send */
         sched_job_free(s, job, true);
-        sched_conn_next(conn);
-        return;
+        return -1;
     }
     job->rcpt_ptrs = xcalloc(job->nrcpt, sizeof *job->rcpt_ptrs);
     job->replies = xcalloc(job->nrcpt, sizeof *job->replies);
@@ -739,15 +910,68 @@ static void sched_conn_next(struct sched_conn *conn)
     job->txn.body_8bit = (job->msg->flags & SPOOL_MSG_8BIT) != 0;
     job->txn.smtputf8 = (job->msg->flags & SPOOL_MSG_SMTPUTF8) != 0;
     job->txn.rcpt_reply = job->replies;
+    return 0;
+}
+
+/*
+ * sched_conn_chain - with PIPELINING, queue one more job behind the one conn is
+ * sending, so its commands share a write with the current message's "."
+ */
+static void sched_conn_chain(struct sched_conn *conn)
+{
+    struct sched *s = conn->s;
+    if (!s->conf->delivery_pipeline_next || !conn->job || conn->next_job || !conn->c ||
+        !smtpc_has_pipelining(conn->c) || conn->nsent + 2 > s->conf->delivery_max_msgs_per_conn)
+        return;
+    struct sched_job *job;
+    do {
+        job = sched_site_pick(s, conn->site, conn->job->dom);
+        if (!job) return;
+    } while (sched_job_prepare(s, job) < 0);
+    job->dom->active++;
+    conn->next_job = job;
+    if (smtpc_send(conn->c, &job->txn) < 0) {
+        conn->next_job = NULL;
+        job->dom->active--;
+        sched_job_unprepare(job);
+        sched_site_unpick(conn->site, job);
+    }
+}
+
+/* sched_conn_next - give conn its next job, or park it idle / quit */
+static void sched_conn_next(struct sched_conn *conn)
+{
+    struct sched *s = conn->s;
+    struct sched_site *site = conn->site;
+    if (s->stopping) return;
+    if (conn->nsent >= s->conf->delivery_max_msgs_per_conn) {
+        smtpc_quit(conn->c);
+        conn->state = SCHED_CONN_BUSY;
+        return;
+    }
+    struct sched_job *job;
+    do {
+        job = sched_site_pick(s, site, NULL);
+        if (!job) {
+            conn->state = SCHED_CONN_IDLE;
+            struct timeval tv = {s->conf->delivery_idle_timeout, 0};
+            evtimer_add(conn->idle_ev, &tv);
+            return;
+        }
+    } while (sched_job_prepare(s, job) < 0);
+    evtimer_del(conn->idle_ev);
     conn->job = job;
     conn->state = SCHED_CONN_BUSY;
     job->dom->active++;
     if (smtpc_send(conn->c, &job->txn) < 0) {
         job->dom->active--;
         conn->job = NULL;
-        sched_route(s, job); /* back to the queue */
+        sched_job_unprepare(job);
+        sched_site_unpick(site, job); /* back to the queue */
         smtpc_quit(conn->c);
+        return;
     }
+    sched_conn_chain(conn);
 }
 
 static void sched_conn_idle_cb(evutil_socket_t fd, short what, void *arg)
@@ -769,20 +993,34 @@ static void sched_conn_ready(void *arg)
     if (smtpc_tls_fallback(conn->c))
         log_event(
             LOG_NOTICE, "tls_fallback",
-            json_pack("{s:s, s:s, s:s}", "site", conn->site->key, "mx", conn->mx, "ip", conn->ip));
+            json_pack("{s:s, s:s, s:s}", "site", conn->site->name, "mx", conn->mx, "ip", conn->ip));
     sched_conn_next(conn);
 }
 
+/* sched_conn_done - a transaction of conn finished: settle its job; the chained
+ * job, if any, is now the current one (or was refused locally first) */
 static void sched_conn_done(void *arg, struct smtpc_txn *t)
 {
     struct sched_conn *conn = arg;
     struct sched *s = conn->s;
-    struct sched_job *job = conn->job;
-    conn->job = NULL;
+    struct sched_job *job;
+    if (conn->job && t == &conn->job->txn) {
+        job = conn->job;
+        conn->job = conn->next_job;
+        conn->next_job = NULL;
+    } else if (conn->next_job && t == &conn->next_job->txn) {
+        job = conn->next_job;
+        conn->next_job = NULL;
+    } else {
+        return; /* not ours: cannot happen */
+    }
     conn->nsent++;
     job->dom->active--;
     sched_finish(s, job, conn, NULL);
-    sched_conn_next(conn);
+    if (conn->job)
+        sched_conn_chain(conn);
+    else
+        sched_conn_next(conn);
     sched_dispatch(s, conn->site);
 }
 
@@ -793,7 +1031,7 @@ static void sched_site_down(struct sched *s, struct sched_site *site, const char
     site->down_until_ms = now_ms() + s->conf->delivery_site_down_s * 1000;
     str_copy(site->down_reason, sizeof site->down_reason, why);
     log_event(LOG_NOTICE, "site_down",
-              json_pack("{s:s, s:s, s:I}", "site", site->key, "reason", why, "seconds",
+              json_pack("{s:s, s:s, s:I}", "site", site->name, "reason", why, "seconds",
                         (json_int_t)s->conf->delivery_site_down_s));
     struct smtpc_reply r;
     sched_reply_set(&r, 0, "4.4.1", why);
@@ -811,6 +1049,18 @@ static void sched_conn_closed(void *arg, enum SMTPC_FAIL why, const struct smtpc
     struct sched_site *site = conn->site;
     bool was_connecting = conn->state == SCHED_CONN_CONNECTING;
     conn->c = NULL; /* it frees itself after this returns */
+    if (conn->next_job) {
+        struct sched_job *job = conn->next_job;
+        conn->next_job = NULL;
+        job->dom->active--;
+        if (job->txn.sent) {
+            job->txn.fail = job->txn.fail ? job->txn.fail : why;
+            sched_finish(s, job, conn, NULL);
+        } else { /* never attempted: back to the queue, no try counted */
+            sched_job_unprepare(job);
+            sched_site_unpick(site, job);
+        }
+    }
     if (conn->job) {
         struct sched_job *job = conn->job;
         conn->job = NULL;
@@ -918,7 +1168,9 @@ static void sched_dns_done(void *arg, const char *dnsname, const struct dns_rout
         sched_finish_list(s, list, &rep);
         return;
     }
-    struct sched_site *site = sched_site_get(s, sched_site_key(s, r));
+    char *name;
+    char *key = sched_site_key(s, r, &name);
+    struct sched_site *site = sched_site_get(s, key, name);
     sched_site_set_hosts(site, r);
     d->site = site;
     d->expires_ms = r->expires_ms;
@@ -1113,6 +1365,10 @@ void sched_stop(struct sched *s, void (*done)(void *arg), void *arg)
                 conn->job->dom->active--;
                 sched_job_free(s, conn->job, true);
             }
+            if (conn->next_job) {
+                conn->next_job->dom->active--;
+                sched_job_free(s, conn->next_job, true);
+            }
             sched_conn_free(conn);
         }
         while (site->head) {
@@ -1157,6 +1413,7 @@ void sched_free(struct sched *s)
         }
         free(site->hosts);
         free(site->key);
+        free(site->name);
         free(site);
     }
     free(s->keys);
@@ -1185,7 +1442,7 @@ json_t *sched_sites_json(struct sched *s)
         json_array_append_new(
             arr,
             json_pack("{s:s, s:o, s:i, s:i, s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:i}", "site",
-                      site->key, "hosts", hosts, "connections", site->nconn, "idle", idle, "queued",
+                      site->name, "hosts", hosts, "connections", site->nconn, "idle", idle, "queued",
                       (json_int_t)site->queued, "delivered", (json_int_t)site->delivered,
                       "deferred", (json_int_t)site->deferred, "bounced", (json_int_t)site->bounced,
                       "last_reply", site->last_reply, "down_until", t, "down_reason",

@@ -127,6 +127,9 @@ static const struct smtpc_timeouts smtpc_default_timeouts = {
 #define SMTPC_P_READY     0x02
 #define SMTPC_P_DONE      0x04
 #define SMTPC_P_CLOSED    0x08
+/* finished transactions awaiting done(): the current one, the one chained behind it,
+ * and one refused locally while both were in flight */
+#define SMTPC_DONE_MAX 4
 
 struct smtpc {
     struct event_base *base;
@@ -142,7 +145,8 @@ struct smtpc {
 
     /* deferred delivery */
     unsigned pending;
-    struct smtpc_txn *done_txn;
+    struct smtpc_txn *done_q[SMTPC_DONE_MAX]; /* finished, oldest first */
+    unsigned ndone;
     enum SMTPC_FAIL close_why;
     bool in_cb, aborted;
     bool quit_pending; /* smtpc_quit() on a busy session: QUIT when it is idle */
@@ -164,6 +168,12 @@ struct smtpc {
 
     /* the transaction in progress */
     struct smtpc_txn *txn;
+    /* the transaction chained behind it (PIPELINING): its commands go out right
+     * after the current one's "." (RFC 2920 3.1: message text may open a group),
+     * so a connection carrying many messages costs one write and one read each */
+    struct smtpc_txn *next;
+    bool next_sent;
+    uint32_t next_send_i;
     uint32_t send_i, recv_i, nok;
     bool mail_ok;
     size_t text_off;
@@ -400,15 +410,27 @@ static void smtpc_detach_bev(struct smtpc *c)
     evbuffer_drain(out, evbuffer_get_length(out));
 }
 
+/* smtpc_fail_txns - the session ends: the transactions in progress get why (a
+ * chained one whose commands never went out keeps sent == false) */
+static void smtpc_fail_txns(struct smtpc *c, enum SMTPC_FAIL why)
+{
+    if (c->txn) {
+        c->txn->fail = why;
+        c->txn = NULL;
+    }
+    if (c->next) {
+        if (c->next_sent) c->next->fail = why;
+        c->next = NULL;
+        c->next_sent = false;
+    }
+}
+
 /* smtpc_fail - end the session now (no QUIT): the transaction in progress gets
  * why, and closed(why, last) follows from the loop */
 static void smtpc_fail(struct smtpc *c, enum SMTPC_FAIL why)
 {
     if (c->state == SMTPC_S_DEAD) return;
-    if (c->txn) {
-        c->txn->fail = why;
-        c->txn = NULL;
-    }
+    smtpc_fail_txns(c, why);
     c->close_why = why;
     c->state = SMTPC_S_DEAD;
     evtimer_del(c->timer);
@@ -421,10 +443,7 @@ static void smtpc_fail(struct smtpc *c, enum SMTPC_FAIL why)
  * report why (the reply that caused it stays in c->last) */
 static void smtpc_fail_quit(struct smtpc *c, enum SMTPC_FAIL why)
 {
-    if (c->txn) {
-        c->txn->fail = why;
-        c->txn = NULL;
-    }
+    smtpc_fail_txns(c, why);
     c->close_why = why;
     smtpc_cmd(c, "QUIT");
     smtpc_enter(c, SMTPC_S_QUIT);
@@ -542,10 +561,11 @@ static void smtpc_defer_cb(evutil_socket_t fd, short what, void *arg)
             }
         }
     }
-    if (c->pending & SMTPC_P_DONE) {
-        struct smtpc_txn *t = c->done_txn;
-        c->pending &= ~SMTPC_P_DONE;
-        c->done_txn = NULL;
+    c->pending &= ~SMTPC_P_DONE;
+    while (c->ndone > 0) {
+        struct smtpc_txn *t = c->done_q[0];
+        c->ndone--;
+        memmove(c->done_q, c->done_q + 1, c->ndone * sizeof *c->done_q);
         if (c->cb.done) {
             c->in_cb = true;
             c->cb.done(c->arg, t);
@@ -578,13 +598,46 @@ static void smtpc_become_idle(struct smtpc *c, bool first)
     if (first) smtpc_schedule(c, SMTPC_P_READY);
 }
 
-/* smtpc_txn_finish - the transaction is over (whatever the replies): done() */
+/* smtpc_push_done - t is finished: done(t) from the loop, in order */
+static void smtpc_push_done(struct smtpc *c, struct smtpc_txn *t)
+{
+    c->done_q[c->ndone++] = t; /* room: smtpc_send_queue refuses when it could run out */
+    smtpc_schedule(c, SMTPC_P_DONE);
+}
+
+static void smtpc_txn_commands(struct smtpc *c);
+
+/* smtpc_start_next - make the chained transaction current: its commands are out
+ * already (replies follow the final reply just handled), or it starts now */
+static void smtpc_start_next(struct smtpc *c)
+{
+    c->txn = c->next;
+    c->next = NULL;
+    if (c->next_sent) {
+        c->next_sent = false;
+        c->send_i = c->next_send_i;
+        c->recv_i = 0;
+        c->nok = 0;
+        c->mail_ok = false;
+        smtpc_enter(c, SMTPC_S_MAIL);
+    } else if (c->need_rset) {
+        smtpc_cmd(c, "RSET");
+        smtpc_enter(c, SMTPC_S_RSET);
+    } else {
+        smtpc_txn_commands(c);
+    }
+}
+
+/* smtpc_txn_finish - the transaction is over (whatever the replies): done(), then
+ * the chained transaction if any */
 static void smtpc_txn_finish(struct smtpc *c)
 {
-    c->done_txn = c->txn;
+    smtpc_push_done(c, c->txn);
     c->txn = NULL;
-    smtpc_schedule(c, SMTPC_P_DONE);
-    smtpc_become_idle(c, false);
+    if (c->next)
+        smtpc_start_next(c);
+    else
+        smtpc_become_idle(c, false);
 }
 
 /* ---- TLS ---------------------------------------------------------------------------- */
@@ -766,9 +819,8 @@ static bool smtpc_has_break(const char *s)
 
 /* smtpc_next_idx - the first command index >= i that is to be sent (recipients
  * refused locally are skipped) */
-static uint32_t smtpc_next_idx(const struct smtpc *c, uint32_t i)
+static uint32_t smtpc_next_idx(const struct smtpc_txn *t, uint32_t i)
 {
-    const struct smtpc_txn *t = c->txn;
     while (i >= 1 && i <= t->nrcpt && t->rcpt_reply[i - 1].code != 0)
         i++;
     return i;
@@ -781,10 +833,9 @@ static enum SMTPC_STATE smtpc_state_for(const struct smtpc *c, uint32_t i)
     return i <= c->txn->nrcpt ? SMTPC_S_RCPT : SMTPC_S_DATA;
 }
 
-/* smtpc_send_cmd - write command index i of the transaction */
-static void smtpc_send_cmd(struct smtpc *c, uint32_t i)
+/* smtpc_send_cmd - write command index i of transaction t */
+static void smtpc_send_cmd(struct smtpc *c, const struct smtpc_txn *t, uint32_t i)
 {
-    struct smtpc_txn *t = c->txn;
     if (i == 0) {
         char params[96] = "";
         size_t pl = 0;
@@ -810,11 +861,29 @@ static void smtpc_txn_commands(struct smtpc *c)
     c->send_i = c->recv_i = 0;
     c->nok = 0;
     c->mail_ok = false;
+    c->txn->sent = true;
     do {
-        smtpc_send_cmd(c, c->send_i);
-        c->send_i = smtpc_next_idx(c, c->send_i + 1);
+        smtpc_send_cmd(c, c->txn, c->send_i);
+        c->send_i = smtpc_next_idx(c->txn, c->send_i + 1);
     } while (c->ext_pipelining && c->send_i <= last);
     smtpc_enter(c, SMTPC_S_MAIL);
+}
+
+/* smtpc_chain_write - after the current "." goes the chained transaction's MAIL,
+ * RCPTs and DATA, in the same write (only queued with PIPELINING) */
+static void smtpc_chain_write(struct smtpc *c)
+{
+    struct smtpc_txn *t = c->next;
+    if (!t || c->next_sent) return;
+    const uint32_t last = t->nrcpt + 1;
+    uint32_t i = 0;
+    t->sent = true;
+    do {
+        smtpc_send_cmd(c, t, i);
+        i = smtpc_next_idx(t, i + 1);
+    } while (i <= last);
+    c->next_sent = true;
+    c->next_send_i = i;
 }
 
 /* smtpc_text_add - queue source octets [from, to) of the text: copied when short,
@@ -876,6 +945,7 @@ static void smtpc_text_fill(struct smtpc *c)
     if (t->content_len > 0 && t->content[t->content_len - 1] != '\n') evbuffer_add(out, "\r\n", 2);
     evbuffer_add(out, ".\r\n", 3);
     smtpc_enter(c, SMTPC_S_DOT);
+    smtpc_chain_write(c);
 }
 
 /* smtpc_txn_reply - a reply to MAIL, RCPT or DATA (the one recv_i points at) */
@@ -897,6 +967,7 @@ static void smtpc_txn_reply(struct smtpc *c, const struct smtpc_reply *r)
                  * send an empty message and let the refusals stand */
                 evbuffer_add(bufferevent_get_output(c->bev), ".\r\n", 3);
                 smtpc_enter(c, SMTPC_S_DOT);
+                smtpc_chain_write(c);
             }
             return;
         }
@@ -916,7 +987,7 @@ static void smtpc_txn_reply(struct smtpc *c, const struct smtpc_reply *r)
         t->rcpt_reply[i - 1] = *r;
         if (smtpc_is_2xx(r)) c->nok++;
     }
-    c->recv_i = smtpc_next_idx(c, i + 1);
+    c->recv_i = smtpc_next_idx(c->txn, i + 1);
     if (c->recv_i < c->send_i) { /* pipelined replies still to come */
         smtpc_enter(c, smtpc_state_for(c, c->recv_i));
         return;
@@ -927,8 +998,8 @@ static void smtpc_txn_reply(struct smtpc *c, const struct smtpc_reply *r)
         smtpc_txn_finish(c);
         return;
     }
-    smtpc_send_cmd(c, c->send_i);
-    c->send_i = smtpc_next_idx(c, c->send_i + 1);
+    smtpc_send_cmd(c, c->txn, c->send_i);
+    c->send_i = smtpc_next_idx(c->txn, c->send_i + 1);
     smtpc_enter(c, smtpc_state_for(c, c->recv_i));
 }
 
@@ -937,14 +1008,27 @@ static void smtpc_local_fail(struct smtpc *c, struct smtpc_txn *t, int code, con
                              const char *text)
 {
     smtpc_set_reply(&t->mail_reply, code, enh, text);
-    c->done_txn = t;
-    smtpc_schedule(c, SMTPC_P_DONE);
+    smtpc_push_done(c, t);
+}
+
+/* smtpc_can_chain - may a transaction be queued behind the one in progress? */
+static bool smtpc_can_chain(const struct smtpc *c)
+{
+    return c->txn && !c->next && c->ext_pipelining &&
+           (c->state == SMTPC_S_RSET || c->state == SMTPC_S_MAIL || c->state == SMTPC_S_RCPT ||
+            c->state == SMTPC_S_DATA || c->state == SMTPC_S_TEXT || c->state == SMTPC_S_DOT);
 }
 
 static int smtpc_send_queue(struct smtpc *c, struct smtpc_txn *t)
 {
-    if (c->state != SMTPC_S_IDLE || c->quit_pending || c->txn ||
-        (c->pending & (SMTPC_P_DONE | SMTPC_P_CLOSED)))
+    bool chain = false;
+    if (c->quit_pending || (c->pending & SMTPC_P_CLOSED) || c->ndone + 2 >= SMTPC_DONE_MAX)
+        return -1;
+    if (c->state == SMTPC_S_IDLE && !c->txn)
+        chain = false;
+    else if (smtpc_can_chain(c))
+        chain = true;
+    else
         return -1;
     if (!t || !t->sender || t->nrcpt == 0 || !t->rcpts || !t->rcpt_reply ||
         (t->content_len > 0 && !t->content))
@@ -954,6 +1038,7 @@ static int smtpc_send_queue(struct smtpc *c, struct smtpc_txn *t)
     memset(&t->data_reply, 0, sizeof(t->data_reply));
     memset(t->rcpt_reply, 0, sizeof(*t->rcpt_reply) * t->nrcpt);
     t->fail = SMTPC_FAIL_NONE;
+    t->sent = false;
 
     if (smtpc_has_break(t->sender)) {
         smtpc_local_fail(c, t, 553, "5.1.7", "sender address contains a line break (local)");
@@ -980,11 +1065,16 @@ static int smtpc_send_queue(struct smtpc *c, struct smtpc_txn *t)
         }
     }
     if (nbad == t->nrcpt) { /* nothing left to send */
-        c->done_txn = t;
-        smtpc_schedule(c, SMTPC_P_DONE);
+        smtpc_push_done(c, t);
         return 0;
     }
 
+    if (chain) {
+        c->next = t;
+        c->next_sent = false;
+        if (c->state == SMTPC_S_DOT) smtpc_chain_write(c); /* the "." is out already */
+        return 0;
+    }
     c->txn = t;
     if (c->need_rset) {
         smtpc_cmd(c, "RSET");

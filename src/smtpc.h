@@ -105,6 +105,9 @@ struct smtpc_txn {
     struct smtpc_reply *rcpt_reply; /* caller-provided array of nrcpt */
     struct smtpc_reply data_reply;  /* the 354 refusal, or the final reply after "." */
     enum SMTPC_FAIL fail;           /* session failure during the transaction */
+    bool sent;                      /* its commands went out; false when the session
+                                       ended before a chained transaction began: it
+                                       was not attempted at all */
     /*
      * Outcome of recipient i: if fail != NONE and no final reply arrived, the session
      * failure (defer); else if mail_reply is not 2xx, mail_reply; else if rcpt_reply[i]
@@ -135,7 +138,13 @@ struct smtpc;
 /* smtpc_new - start connecting; NULL only on immediate local failure (socket) */
 struct smtpc *smtpc_new(const struct smtpc_params *p, const struct smtpc_callbacks *cb,
                         void *arg);
-/* smtpc_send - start transaction t on an idle session; 0, or -1 if not idle */
+/*
+ * smtpc_send - start transaction t on an idle session, or, when the server offers
+ * PIPELINING and one transaction is in progress, chain t behind it: t's MAIL, RCPT
+ * and DATA are written together with the current message's final "." (RFC 2920
+ * 3.1), saving a round trip per message.  done() comes for each transaction in
+ * the order they finish.  0, or -1 if the session can take nothing now.
+ */
 int smtpc_send(struct smtpc *c, struct smtpc_txn *t);
 /* smtpc_quit - send QUIT on an idle session; closed() follows */
 void smtpc_quit(struct smtpc *c);

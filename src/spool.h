@@ -137,7 +137,11 @@ struct spool_sel {
  */
 struct spool_op {
     enum SPOOL_OP type;
-    const struct spool_msg *msg; /* INSERT */
+    /* INSERT: the message.  OUTCOMES: an optional notice (a DSN to the sender),
+     * stored in the same transaction when at least one bounced or expired outcome
+     * applied and the spool has room; msg_stored says whether it was */
+    const struct spool_msg *msg;
+    bool msg_stored;
     struct spool_sel sel;        /* HOLD, RELEASE, DELETE */
     struct spool_outcome *outcomes; /* OUTCOMES */
     uint32_t noutcomes;

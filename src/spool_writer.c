@@ -429,6 +429,17 @@ static int spool_apply_outcomes(struct spool *sp, MDB_txn *txn, struct spool_op 
     return 0;
 }
 
+/* spool_outcomes_final - did an outcome that ends a recipient unsuccessfully apply? */
+static bool spool_outcomes_final(const struct spool_op *op)
+{
+    for (uint32_t i = 0; i < op->noutcomes; i++) {
+        const struct spool_outcome *o = &op->outcomes[i];
+        if (o->applied && (o->kind == SPOOL_OUT_BOUNCED || o->kind == SPOOL_OUT_EXPIRED))
+            return true;
+    }
+    return false;
+}
+
 /* spool_apply - apply one op inside txn; 0, an LMDB code, or an errno */
 static int spool_apply(struct spool *sp, MDB_txn *txn, struct spool_op *op, uint64_t *added)
 {
@@ -437,8 +448,18 @@ static int spool_apply(struct spool *sp, MDB_txn *txn, struct spool_op *op, uint
             return MDB_MAP_FULL;
         return spool_apply_insert(sp, txn, op);
     }
-    if (op->type == SPOOL_OP_OUTCOMES)
-        return spool_apply_outcomes(sp, txn, op);
+    if (op->type == SPOOL_OP_OUTCOMES) {
+        int rc = spool_apply_outcomes(sp, txn, op);
+        op->msg_stored = false;
+        if (rc || !op->msg || !spool_outcomes_final(op))
+            return rc;
+        /* a notice must never cost the outcomes: without room it is left out */
+        if (!spool_room_for(sp, txn, op->msg->content_len, added))
+            return 0;
+        rc = spool_apply_insert(sp, txn, op);
+        op->msg_stored = rc == 0;
+        return rc;
+    }
     return spool_apply_select(sp, txn, op);
 }
 

@@ -408,6 +408,12 @@ class ScriptedHost:
                      that are not TLS, and closes
       helo-only      like ok but refuses EHLO (502): the client must fall back to HELO
       bad-reply      answers MAIL with a line that is not an SMTP reply
+      slow-banner    like ok, but greets after 0.5 s (lets a queue build up)
+      drop-mail2     like slow-banner, but closes without a word when the second
+                     MAIL of the session arrives
+
+    after_dot counts final "." lines that arrived with the next command already
+    behind them in the same read (the client pipelined past the end of data).
     """
 
     def __init__(self, ip, port, name, behaviours=("ok",)):
@@ -420,6 +426,7 @@ class ScriptedHost:
         self.log = []          # (session, behaviour, event)
         self.envelopes = []    # accepted
         self.partial = []      # texts seen but not acknowledged (drop-dot, stall-dot)
+        self.after_dot = 0
         self.stopping = threading.Event()
         self.conns = []
         self.sock = None
@@ -514,7 +521,10 @@ class ScriptedHost:
             if behaviour == "busy-banner":
                 send("421 4.3.2 %s busy, try later" % self.name)
                 return
+            if behaviour in ("slow-banner", "drop-mail2"):
+                time.sleep(0.5)
             send("220 %s ESMTP scripted" % self.name)
+            nmail = 0
             if behaviour == "drop-banner":
                 return
             sender, rcpts, mail_opts = None, [], []
@@ -545,7 +555,8 @@ class ScriptedHost:
                     conn.sendall(b"this is certainly not a TLS server hello\r\n" * 4)
                     return
                 elif verb == b"MAIL":
-                    if behaviour == "drop-mail":
+                    nmail += 1
+                    if behaviour == "drop-mail" or (behaviour == "drop-mail2" and nmail == 2):
                         return
                     if behaviour == "bad-reply":
                         send("hello there, this is no reply")
@@ -572,6 +583,9 @@ class ScriptedHost:
                     while True:
                         l = read_line()
                         if l == b".":
+                            if buf[0]:
+                                with self.lock:
+                                    self.after_dot += 1
                             break
                         lines.append(l[1:] if l.startswith(b".") else l)
                     content = b"".join(l + b"\r\n" for l in lines)
