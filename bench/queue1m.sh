@@ -58,5 +58,5 @@ hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
 anon=$(awk '/RssAnon/ {print $2}' /proc/$pid/status)
 delivered=$(grep -c '"type":"delivered"' "$dir/log/accounting.log" || true)
 printf 'recipients_queued=%d first_delivery_s=%s peak_rss_mb=%.0f anon_rss_mb=%.0f delivered_in_%ds=%d\n' \
-    "$rcpts" "${first:-none}" "$(echo "$hwm / 1024" | bc -l)" "$(echo "$anon / 1024" | bc -l)" \
+    "$rcpts" "${first:-none}" "$(awk -v v="$hwm" 'BEGIN { print v / 1024 }')" "$(awk -v v="$anon" 'BEGIN { print v / 1024 }')" \
     "$drain" "$delivered"
