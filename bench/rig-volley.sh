@@ -3,7 +3,8 @@
 # volleyd listening on $INJECT_ADDR:$INJECT_PORT, delivering by MX lookup (the
 # namespace's resolv.conf points at the rig's dnsmasq) to port 25, spool, config and
 # logs under $WORK.  volleyd runs in the foreground as a child, so the rig's reaper
-# accounts for it.  VOLLEY_BIN overrides the binary (default build-bench/volleyd).
+# accounts for it.  VOLLEY_BIN overrides the binary (default build-bench/volleyd);
+# VOLLEY_RULES names a shaping rules file (default: none, the built-in rules).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${VOLLEY_BIN:-$here/../build-bench/volleyd}
@@ -17,6 +18,7 @@ delivery: { ${VOLLEY_DELIVERY_OPTS:-} };
 control: { socket = "$WORK/control.sock"; };
 log: { dir = "$WORK/log"; level = "notice"; };
 daemon: { pid_file = "$WORK/volleyd.pid"; };
+shaping: { rules_file = "${VOLLEY_RULES:-}"; };
 CONF
     nohup "$bin" -c "$WORK/volley.conf" --foreground >"$WORK/volleyd.out" 2>&1 &
     echo $! >"$WORK/volleyd.bgpid"

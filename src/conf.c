@@ -127,6 +127,10 @@ static const struct conf_key conf_keys[] = {
     {"delivery.timeout_data_done", CONF_INT, OFF(delivery_timeout_data_done), "600", 1, 3600,
      "seconds to wait for the reply after the final dot (4.5.3.2.6)"},
 
+    {"shaping.rules_file", CONF_STR, OFF(shaping_rules_file), "", 0, 0,
+     "traffic shaping rules, sources and pools (see conf/shaping.conf); reread on "
+     "SIGHUP; empty = built-in defaults (one source, no rates, no response rules)"},
+
     {"dns.servers", CONF_STRLIST, OFF(dns_servers), "", 0, CONF_MAX_LIST,
      "\"ip[:port]\" resolvers to use instead of /etc/resolv.conf; empty = resolv.conf"},
     {"dns.timeout_ms", CONF_INT, OFF(dns_timeout_ms), "2000", 10, 60000,

@@ -57,6 +57,7 @@ struct conf {
     int64_t delivery_max_msgs_per_conn;
     bool delivery_pipeline_next;
     bool delivery_dsn;
+    char *shaping_rules_file;
     int64_t delivery_max_rcpts_per_txn;
     int64_t delivery_idle_timeout;
     char *delivery_retry_schedule;

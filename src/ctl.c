@@ -467,15 +467,25 @@ static void ctl_cmd_change(struct ctl_conn *c, json_t *req, enum SPOOL_OP type, 
     c->waiting = true;
 }
 
+/* A request every worker answers; the reply goes out after the last one. */
 struct ctl_sites_req {
     uint64_t owner;
     int pending;
-    json_t *sites;
+    json_t *sites;   /* sites: the workers' arrays joined; admin: pairs touched */
+    bool admin;      /* suspend / resume */
+    bool suspend;
+    char site[300];
+    char source[64];
+    int64_t until_ms;
 };
 
 /* ctl_sites_collect - on a worker: its sites */
 static json_t *ctl_sites_collect(struct sched *s, void *arg)
 {
+    struct ctl_sites_req *rq = arg;
+    if (rq->admin)
+        return json_pack("[i]", sched_shape_admin(s, rq->site, rq->source, rq->suspend,
+                                                  rq->until_ms));
     return sched_sites_json(s);
 }
 
@@ -489,7 +499,22 @@ static void ctl_sites_part(void *ctx, json_t *result, void *arg)
     if (--rq->pending > 0)
         return;
     struct ctl_conn *c = engine_reg_get(eng, rq->owner);
-    if (c) {
+    if (c && rq->admin) {
+        json_int_t n = 0;
+        size_t i;
+        json_t *v;
+        json_array_foreach(rq->sites, i, v) n += json_integer_value(v);
+        json_decref(rq->sites);
+        log_event(LOG_NOTICE, "admin",
+                  json_pack("{s:s, s:s, s:s, s:I}", "action", rq->suspend ? "suspend" : "resume",
+                            "site", rq->site, "source", rq->source, "pairs", n));
+        if (n == 0)
+            ctl_fail(c, "no such site (with that source) in any worker");
+        else
+            ctl_send(c, json_pack("{s:b, s:I}", "ok", 1, "pairs", n));
+        c->waiting = false;
+        ctl_process(c);
+    } else if (c) {
         ctl_send(c, json_pack("{s:b, s:o}", "ok", 1, "sites", rq->sites));
         c->waiting = false;
         ctl_process(c);
@@ -499,6 +524,42 @@ static void ctl_sites_part(void *ctx, json_t *result, void *arg)
     free(rq);
 }
 
+/* ctl_ask_workers - send rq to every worker; ctl_sites_part answers */
+static void ctl_ask_workers(struct ctl_conn *c, struct ctl_sites_req *rq)
+{
+    struct engine *eng = c->eng;
+    rq->owner = c->id;
+    rq->pending = eng->nworkers;
+    rq->sites = json_array();
+    c->waiting = true;
+    for (int i = 0; i < eng->nworkers; i++)
+        worker_call(eng->workers[i], ctl_sites_collect, rq, eng->mbox, ctl_sites_part);
+}
+
+/*
+ * ctl_cmd_shape - suspend / resume the (source, site) pairs of a site by hand:
+ * {"cmd":"suspend","site":S,"source":SRC?,"seconds":N?} (default one hour)
+ */
+static void ctl_cmd_shape(struct ctl_conn *c, json_t *req, bool suspend)
+{
+    const char *site = json_string_value(json_object_get(req, "site"));
+    const char *source = json_string_value(json_object_get(req, "source"));
+    json_t *secs = json_object_get(req, "seconds");
+    if (!site || !*site || strlen(site) >= 300 || (source && strlen(source) >= 64))
+        return ctl_fail(c, "\"site\" (and optional \"source\") required");
+    if (secs && (!json_is_integer(secs) || json_integer_value(secs) <= 0 ||
+                 json_integer_value(secs) > 366 * 86400))
+        return ctl_fail(c, "\"seconds\" must be 1..31622400");
+    if (c->eng->nworkers == 0) return ctl_fail(c, "delivery is not enabled");
+    struct ctl_sites_req *rq = xcalloc(1, sizeof *rq);
+    rq->admin = true;
+    rq->suspend = suspend;
+    str_copy(rq->site, sizeof rq->site, site);
+    str_copy(rq->source, sizeof rq->source, source ? source : "");
+    rq->until_ms = now_ms() + (secs ? json_integer_value(secs) : 3600) * 1000;
+    ctl_ask_workers(c, rq);
+}
+
 /* ctl_cmd_sites - ask every worker for its sites (answered when all replied) */
 static void ctl_cmd_sites(struct ctl_conn *c)
 {
@@ -506,12 +567,7 @@ static void ctl_cmd_sites(struct ctl_conn *c)
     if (eng->nworkers == 0)
         return ctl_send(c, json_pack("{s:b, s:[]}", "ok", 1, "sites"));
     struct ctl_sites_req *rq = xcalloc(1, sizeof *rq);
-    rq->owner = c->id;
-    rq->pending = eng->nworkers;
-    rq->sites = json_array();
-    c->waiting = true;
-    for (int i = 0; i < eng->nworkers; i++)
-        worker_call(eng->workers[i], ctl_sites_collect, rq, eng->mbox, ctl_sites_part);
+    ctl_ask_workers(c, rq);
 }
 
 /* ctl_request - parse and run one request line */
@@ -546,6 +602,8 @@ static void ctl_request(struct ctl_conn *c, const char *line, size_t len)
         ctl_cmd_change(c, req, SPOOL_OP_RETRY, "retry");
     else if (strcmp(cmd, "sites") == 0)
         ctl_cmd_sites(c);
+    else if (strcmp(cmd, "suspend") == 0 || strcmp(cmd, "resume") == 0)
+        ctl_cmd_shape(c, req, strcmp(cmd, "suspend") == 0);
     else if (strcmp(cmd, "verify") == 0) {
         char first[256];
         long bad = spool_verify(c->eng->spool, first, sizeof first);

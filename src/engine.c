@@ -4,6 +4,8 @@
 #include "engine.h"
 #include "ctl.h"
 #include "log.h"
+#include "sched_queue.h"
+#include "shape.h"
 #include "smtpd.h"
 #include "util.h"
 #include "worker.h"
@@ -178,7 +180,61 @@ static void engine_exit_poll(evutil_socket_t fd, short what, void *arg)
     engine_maybe_exit(arg);
 }
 
-/* engine_signal_cb - SIGTERM/SIGINT: graceful stop; SIGHUP: reopen logs */
+struct engine_rules *engine_rules_load(const char *path, char *err, size_t errsz)
+{
+    struct shape_rules *r = shape_rules_load(path, err, errsz);
+    if (!r) return NULL;
+    struct engine_rules *er = xcalloc(1, sizeof *er);
+    er->rules = r;
+    er->refs = 1;
+    return er;
+}
+
+struct engine_rules *engine_rules_ref(struct engine_rules *er)
+{
+    __atomic_add_fetch(&er->refs, 1, __ATOMIC_RELAXED);
+    return er;
+}
+
+void engine_rules_unref(struct engine_rules *er)
+{
+    if (!er || __atomic_sub_fetch(&er->refs, 1, __ATOMIC_ACQ_REL) > 0) return;
+    shape_rules_free(er->rules);
+    free(er);
+}
+
+/* engine_rules_swap_fn - on a worker: adopt the new rule set */
+static json_t *engine_rules_swap_fn(struct sched *s, void *arg)
+{
+    sched_set_rules(s, arg); /* takes the reference */
+    return NULL;
+}
+
+static void engine_rules_swap_done(void *ctx, json_t *result, void *arg)
+{
+    json_decref(result);
+}
+
+/* engine_reload_rules - SIGHUP: reread the shaping rules; a bad file keeps the old
+ * set (and says why) - queued mail is never touched either way */
+static void engine_reload_rules(struct engine *eng)
+{
+    char err[512];
+    struct engine_rules *er = engine_rules_load(eng->conf->shaping_rules_file, err, sizeof err);
+    if (!er) {
+        log_msg(LOG_ERROR, "rules_reload", "keeping the old shaping rules: %s", err);
+        return;
+    }
+    engine_rules_unref(eng->rules);
+    eng->rules = er;
+    for (int i = 0; i < eng->nworkers; i++)
+        worker_call(eng->workers[i], engine_rules_swap_fn, engine_rules_ref(er), eng->mbox,
+                    engine_rules_swap_done);
+    log_msg(LOG_NOTICE, "rules_reload", "shaping rules reloaded from %s",
+            *eng->conf->shaping_rules_file ? eng->conf->shaping_rules_file : "(built-in)");
+}
+
+/* engine_signal_cb - SIGTERM/SIGINT: graceful stop; SIGHUP: reopen logs, reload rules */
 static void engine_signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     struct engine *eng = arg;
@@ -187,6 +243,7 @@ static void engine_signal_cb(evutil_socket_t sig, short what, void *arg)
             log_msg(LOG_ERROR, "log_reopen", "cannot reopen logs: %s", strerror(errno));
         else
             log_msg(LOG_INFO, "log_reopen", "logs reopened");
+        engine_reload_rules(eng);
         return;
     }
     if (eng->stopping)
@@ -234,6 +291,8 @@ struct engine *engine_create(struct conf *conf, char *err, size_t errsz)
     };
     if (spool_open(&eng->spool, &sp, err, errsz) < 0)
         goto fail;
+    eng->rules = engine_rules_load(conf->shaping_rules_file, err, errsz);
+    if (!eng->rules) goto fail;
     if (engine_start_workers(eng, err, errsz) < 0)
         goto fail;
 
@@ -286,6 +345,7 @@ void engine_free(struct engine *eng)
     free(eng->workers);
     if (eng->tls_client)
         SSL_CTX_free(eng->tls_client);
+    engine_rules_unref(eng->rules);
     /* spool_close runs every queued op to completion; their jobs land in the
      * mailbox and are completed (with their requesters gone) below. */
     spool_close(eng->spool);

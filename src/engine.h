@@ -22,6 +22,20 @@
 #include <stdint.h>
 
 struct engine;
+struct shape_rules;
+
+/*
+ * engine_rules - a loaded shaping rule set shared by the front thread (pool names
+ * at injection) and the delivery workers.  Immutable; SIGHUP loads a new one and
+ * hands each worker a reference; the last holder frees it.
+ */
+struct engine_rules {
+    struct shape_rules *rules;
+    int refs; /* atomic */
+};
+struct engine_rules *engine_rules_load(const char *path, char *err, size_t errsz);
+struct engine_rules *engine_rules_ref(struct engine_rules *er);
+void engine_rules_unref(struct engine_rules *er);
 
 /*
  * struct engine_job - a spool op with a loop-side completion.  The submitter
@@ -71,6 +85,7 @@ struct engine {
     struct ssl_ctx_st *tls_client; /* SSL_CTX shared read-only by the workers */
     struct smtpd *smtpd;
     struct ctl *ctl;
+    struct engine_rules *rules; /* the front thread's reference */
 };
 
 /* engine_create - build the loop and open the spool; NULL + err on failure */

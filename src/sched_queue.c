@@ -25,6 +25,7 @@
 #include "engine.h"
 #include "log.h"
 #include "msgid.h"
+#include "shape.h"
 #include "smtpc.h"
 #include "util.h"
 
@@ -40,6 +41,14 @@
 #define SCHED_TICK_IDLE_MS 250
 #define SCHED_REWIND_MS    3000
 #define SCHED_FULL_SCAN_MS 60000
+/* a job whose source cannot send within this long may go out from another source
+ * of its pool (a suspension, a warm-up cap, a backoff far below the others) */
+#define SCHED_REASSIGN_MS  1000
+/* a job no source of its pool can send within this long (suspension, warm-up cap)
+ * goes back to the spool until then instead of holding a ready slot */
+#define SCHED_HOLD_MAX_MS  60000
+/* jobs looked at per dispatch when choosing sources for new connections */
+#define SCHED_OPEN_SCAN    64
 #define SCHED_DSN_MAX      (256 * 1024) /* a notice copies at most 64 KB of headers */
 
 struct sched_msg {
@@ -48,6 +57,7 @@ struct sched_msg {
     char *campaign;
     uint32_t flags;
     int64_t created_ms;
+    char *pool; /* X-Volley-Pool given at injection, "" = by the rules */
     int refs;
 };
 
@@ -63,6 +73,10 @@ struct sched_job {
     struct sched_rcpt *rcpts;
     uint32_t nrcpt, cap;
     struct sched_job *next;
+    const struct shape_pool *pool; /* valid while pool_gen == the scheduler's rules_gen */
+    unsigned pool_gen;
+    int src; /* the source of its pool it is meant for (weighted turn), -1 = any */
+    int64_t hold_until_ms; /* set: settle as deferred until then (no source can send) */
 
     /* while being sent */
     const char **rcpt_ptrs;
@@ -78,7 +92,22 @@ struct sched_host {
     struct sockaddr_storage *addr;
 };
 
+/* One (source, site) pair: its connections and its shaping state.  Pairs live as
+ * long as their site (connections point at them); a source dropped by a reload
+ * keeps its pair with src = -1 and opens nothing new. */
+struct sched_pair {
+    char source[SHAPE_NAME_MAX];
+    int src; /* index of the source in the current rule set, -1 when gone */
+    int nconn;
+    struct shape_state st;
+    /* messages sent in each of the last 60 seconds (ring indexed by second), for
+     * the "last minute" figure volleyctl sites shows */
+    uint32_t sec_sent[60];
+    int64_t sec_last;
+};
+
 struct sched_site {
+    struct sched *s;
     char *key;  /* what makes routes share the site: pattern name or address set */
     char *name; /* shown in logs and volleyctl: pattern name or the MX host names */
     struct sched_host *hosts;
@@ -91,7 +120,24 @@ struct sched_site {
     char down_reason[300];
     char last_reply[300];
     uint64_t delivered, deferred, bounced;
+    struct shape_limits lim; /* from the rules matching the first domain routed here */
+    char first_domain[DNS_NAME_MAX];
+    struct sched_pair **pairs;
+    int npairs;
+    struct event *wake; /* a rate limit or hold ends: dispatch again */
+    int64_t wake_at_ms;
+    struct sched_turns *turns; /* weighted turns of each pool sending here */
     struct sched_site *next;
+};
+
+/* Smooth weighted round robin (nginx's) over one pool's sources at one site: each
+ * job is meant for the source whose turn it is, so a pool's mail splits by weight
+ * whichever connections happen to be open. */
+struct sched_turns {
+    const struct shape_pool *pool;
+    unsigned gen; /* the rules_gen pool belongs to */
+    int *cur;     /* per member */
+    struct sched_turns *next;
 };
 
 struct sched_domain {
@@ -111,6 +157,7 @@ enum SCHED_CONN_STATE { SCHED_CONN_CONNECTING, SCHED_CONN_BUSY, SCHED_CONN_IDLE 
 struct sched_conn {
     struct sched *s;
     struct sched_site *site;
+    struct sched_pair *pair;
     struct smtpc *c;
     enum SCHED_CONN_STATE state;
     int host_i, addr_i;
@@ -135,6 +182,9 @@ struct sched_key {
 struct sched {
     struct sched_params p;
     const struct conf *conf;
+    struct engine_rules *rules; /* our reference */
+    unsigned rules_gen;
+    int64_t last_shape_ms;
     struct event *tick;
     bool stopping;
     void (*stop_done)(void *);
@@ -179,6 +229,9 @@ struct sched_out {
     char ip[64];
     char tls[32];
     char cipher[64];
+    char source_name[SHAPE_NAME_MAX];
+    char source_addr[64];
+    char pool[SHAPE_NAME_MAX];
     /* the DSN to the sender (delivery.dsn), stored with the outcomes */
     struct spool_msg dsn;
     struct vbuf dsn_content;
@@ -272,6 +325,7 @@ static void sched_msg_unref(struct sched_msg *m)
     if (--m->refs > 0) return;
     free(m->sender);
     free(m->campaign);
+    free(m->pool);
     free(m);
 }
 
@@ -438,6 +492,7 @@ static struct sched_site *sched_site_get(struct sched *s, char *key, char *name)
         }
     }
     struct sched_site *site = xcalloc(1, sizeof *site);
+    site->s = s;
     site->key = key;
     site->name = name;
     site->tail = &site->head;
@@ -446,15 +501,263 @@ static struct sched_site *sched_site_get(struct sched *s, char *key, char *name)
     return site;
 }
 
+/* ---------------------------------------------------------------- shaping */
+
+static void sched_acct(struct sched *s, const char *type, json_t *rec);
+
+static const struct shape_rules *sched_rules(const struct sched *s)
+{
+    return s->rules->rules;
+}
+
+/*
+ * sched_site_match - the site's limits from the rules (matched with the first
+ * domain routed to it, its name and its MX hosts), under the delivery.* settings,
+ * which stay global ceilings
+ */
+static void sched_site_match(struct sched *s, struct sched_site *site)
+{
+    const struct conf *c = s->conf;
+    const char *mx[DNS_MAX_HOSTS];
+    int n = site->nhosts < DNS_MAX_HOSTS ? site->nhosts : DNS_MAX_HOSTS;
+    for (int i = 0; i < n; i++)
+        mx[i] = site->hosts[i].name;
+    shape_match(sched_rules(s), site->first_domain, site->name, mx, n, &site->lim);
+    struct shape_limits *l = &site->lim;
+    if (l->max_connections > c->delivery_max_conn_site)
+        l->max_connections = (int)c->delivery_max_conn_site;
+    if (l->max_connections_site <= 0 || l->max_connections_site > c->delivery_max_conn_site)
+        l->max_connections_site = (int)c->delivery_max_conn_site;
+    if (l->max_messages_per_connection > c->delivery_max_msgs_per_conn)
+        l->max_messages_per_connection = (int)c->delivery_max_msgs_per_conn;
+    if (l->max_recipients_per_transaction > c->delivery_max_rcpts_per_txn)
+        l->max_recipients_per_transaction = (int)c->delivery_max_rcpts_per_txn;
+}
+
+/* sched_site_sync_pairs - one pair per source of the rule set: new sources start
+ * fresh, known ones keep their state under the new limits, dropped ones go idle */
+static void sched_site_sync_pairs(struct sched *s, struct sched_site *site, int64_t now)
+{
+    const struct shape_rules *r = sched_rules(s);
+    for (int k = 0; k < site->npairs; k++)
+        site->pairs[k]->src = -1;
+    for (int i = 0; i < shape_nsources(r); i++) {
+        const struct shape_source *src = shape_source(r, i);
+        struct sched_pair *p = NULL;
+        for (int k = 0; k < site->npairs && !p; k++)
+            if (strcmp(site->pairs[k]->source, src->name) == 0) p = site->pairs[k];
+        if (!p) {
+            p = xcalloc(1, sizeof *p);
+            str_copy(p->source, sizeof p->source, src->name);
+            shape_state_init(&p->st, &site->lim, now);
+            p->sec_last = now / 1000;
+            site->pairs = xrealloc(site->pairs, (size_t)(site->npairs + 1) * sizeof *site->pairs);
+            site->pairs[site->npairs++] = p;
+        } else {
+            shape_state_limits_changed(&p->st, &site->lim, now);
+        }
+        p->src = i;
+    }
+}
+
+/* sched_site_pair - the pair of source index src, NULL when none */
+static struct sched_pair *sched_site_pair(const struct sched_site *site, int src)
+{
+    for (int k = 0; k < site->npairs; k++)
+        if (site->pairs[k]->src == src) return site->pairs[k];
+    return NULL;
+}
+
+/* sched_job_pool - the pool job's message uses (cached per rule set) */
+static const struct shape_pool *sched_job_pool(struct sched *s, struct sched_job *job)
+{
+    if (!job->pool || job->pool_gen != s->rules_gen) {
+        const char *at = strrchr(job->msg->sender, '@');
+        job->pool = shape_pool_for(sched_rules(s), job->msg->pool, job->msg->campaign,
+                                   at ? at + 1 : "");
+        job->pool_gen = s->rules_gen;
+        job->src = -1; /* source indexes are the old rule set's */
+    }
+    return job->pool;
+}
+
+static bool sched_pool_has(const struct shape_pool *pool, int src)
+{
+    for (int i = 0; pool && i < pool->nmembers; i++)
+        if (pool->members[i].source == src) return true;
+    return false;
+}
+
+/* sched_pair_wait - ms until pair could send a message: 0 now, INT64_MAX never
+ * (source gone); looks only, takes no token */
+static int64_t sched_pair_wait(const struct sched *s, const struct sched_pair *p, int64_t now)
+{
+    if (p->src < 0) return INT64_MAX;
+    if (p->st.mode == SHAPE_SUSPENDED) return p->st.until_ms > now ? p->st.until_ms - now : 0;
+    int64_t cap = shape_warmup_cap(shape_source(sched_rules(s), p->src), now);
+    if (cap >= 0 && p->st.day == now / 86400000 && p->st.sent_today >= cap)
+        return 86400000 - now % 86400000; /* the cap renews at midnight UTC */
+    return shape_bucket_wait_ms(&p->st.msg_bucket, now);
+}
+
+/*
+ * sched_site_turn - the source whose turn it is among pool's members at site,
+ * skipping those that cannot send within SCHED_REASSIGN_MS; -1 when the pool has
+ * one member (no turns to take) or none can
+ */
+static int sched_site_turn(struct sched *s, struct sched_site *site,
+                           const struct shape_pool *pool, int64_t now)
+{
+    if (!pool || pool->nmembers < 2) return -1;
+    struct sched_turns *t = site->turns, **tp = &site->turns;
+    for (; t; tp = &t->next, t = t->next) {
+        if (t->gen != s->rules_gen) { /* a reload: every turn state is stale */
+            while (t) {
+                struct sched_turns *nx = t->next;
+                free(t->cur);
+                free(t);
+                t = nx;
+            }
+            *tp = NULL;
+            break;
+        }
+        if (t->pool == pool) break;
+    }
+    if (!t) {
+        t = xcalloc(1, sizeof *t);
+        t->pool = pool;
+        t->gen = s->rules_gen;
+        t->cur = xcalloc((size_t)pool->nmembers, sizeof *t->cur);
+        t->next = site->turns;
+        site->turns = t;
+    }
+    int best = -1, total = 0;
+    for (int i = 0; i < pool->nmembers; i++) {
+        struct sched_pair *p = sched_site_pair(site, pool->members[i].source);
+        if (!p || sched_pair_wait(s, p, now) > SCHED_REASSIGN_MS) continue;
+        t->cur[i] += pool->members[i].weight;
+        total += pool->members[i].weight;
+        if (best < 0 || t->cur[i] > t->cur[best]) best = i;
+    }
+    if (best < 0) return -1;
+    t->cur[best] -= total;
+    return pool->members[best].source;
+}
+
+/*
+ * sched_job_fits - may pair send job?  Its pool must hold the pair's source, and
+ * the job must be meant for it, or for any source, or for one that cannot send
+ * within SCHED_REASSIGN_MS.
+ */
+static bool sched_job_fits(struct sched *s, struct sched_site *site, struct sched_job *job,
+                           const struct sched_pair *pair, int64_t now)
+{
+    if (!sched_pool_has(sched_job_pool(s, job), pair->src)) return false;
+    if (job->src < 0 || job->src == pair->src) return true;
+    struct sched_pair *meant = sched_site_pair(site, job->src);
+    return !meant || sched_pair_wait(s, meant, now) > SCHED_REASSIGN_MS;
+}
+
+/* sched_pair_ring - move the per-second ring up to now's second, clearing the
+ * seconds that passed without a message */
+static void sched_pair_ring(struct sched_pair *p, int64_t now)
+{
+    int64_t sec = now / 1000;
+    if (sec <= p->sec_last) return;
+    int64_t gap = sec - p->sec_last < 60 ? sec - p->sec_last : 60;
+    for (int64_t i = 1; i <= gap; i++)
+        p->sec_sent[(p->sec_last + i) % 60] = 0;
+    p->sec_last = sec;
+}
+
+/* sched_pair_sent - count a message for the "last minute" figure */
+static void sched_pair_sent(struct sched_pair *p, int64_t now)
+{
+    sched_pair_ring(p, now);
+    p->sec_sent[p->sec_last % 60]++;
+}
+
+/* sched_pair_last_minute - messages the pair sent in the last 60 seconds */
+static uint64_t sched_pair_last_minute(struct sched_pair *p, int64_t now)
+{
+    uint64_t n = 0;
+    sched_pair_ring(p, now);
+    for (int i = 0; i < 60; i++)
+        n += p->sec_sent[i];
+    return n;
+}
+
+/* sched_site_wake_in - dispatch the site again in ms (the earliest asked wins) */
+static void sched_site_wake_in(struct sched_site *site, int64_t ms)
+{
+    if (ms <= 0 || ms == INT64_MAX) return;
+    int64_t at = now_ms() + ms;
+    if (evtimer_pending(site->wake, NULL) && site->wake_at_ms <= at) return;
+    site->wake_at_ms = at;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(site->wake, &tv);
+}
+
+/* sched_shape_log - an accounting record for a shaping transition of a pair */
+static void sched_shape_log(struct sched *s, const struct sched_site *site,
+                            const struct sched_pair *p, enum SHAPE_EVENT ev,
+                            const struct smtpc_reply *r, int64_t now)
+{
+    const char *type = ev == SHAPE_EV_BACKOFF ? "backoff" : ev == SHAPE_EV_SUSPEND ? "suspend"
+                                                                                 : "resume";
+    char until[40] = "";
+    if (ev != SHAPE_EV_RESUME) time_rfc3339(p->st.until_ms, until, sizeof until);
+    json_t *rec = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:f}", "site", site->name, "source",
+                            p->source, "rule", p->st.why_rule, "class", site->lim.rule, "until",
+                            until, "max_connections",
+                            shape_state_max_conn(&p->st, &site->lim, now), "rate",
+                            shape_state_rate(&p->st, &site->lim));
+    if (r) {
+        json_object_set_new(rec, "code", json_integer(r->code));
+        json_object_set_new(rec, "enh", json_string(r->enh));
+        json_object_set_new(rec, "diag", json_string(r->text));
+    }
+    sched_acct(s, type, rec);
+}
+
+/*
+ * sched_shape_reply - feedback from a reply on conn (a session failure comes as
+ * code 0 with its diagnostic): 421s and failures close the pair's concurrency
+ * window; a matching response rule may suspend the pair or lower its limits.
+ * Returns the rule's action (SHAPE_ACT_BOUNCE: the caller fails the recipient).
+ * apply false: only look the action up (the pair was already told this round).
+ */
+static enum SHAPE_ACTION sched_shape_reply(struct sched *s, struct sched_conn *conn,
+                                           const struct smtpc_reply *r, bool apply)
+{
+    if (r->code >= 200 && r->code < 300) return SHAPE_ACT_NONE;
+    struct shape_response resp;
+    bool hit = shape_response_match(sched_rules(s), r->code, r->enh, r->text, &resp);
+    if (!apply || !conn || !conn->pair) return hit ? resp.action : SHAPE_ACT_NONE;
+    int64_t now = now_ms();
+    struct sched_pair *p = conn->pair;
+    if (r->code == 421 || r->code == 0) shape_state_failure(&p->st);
+    if (!hit) return SHAPE_ACT_NONE;
+    if (resp.action == SHAPE_ACT_SUSPEND || resp.action == SHAPE_ACT_BACKOFF) {
+        enum SHAPE_EVENT ev = shape_state_apply(&p->st, &conn->site->lim, &resp, now);
+        if (ev != SHAPE_EV_NONE) sched_shape_log(s, conn->site, p, ev, r, now);
+    }
+    return resp.action;
+}
+
 /* ---------------------------------------------------------------- outcomes */
 
-/* sched_retry_wait - seconds until the next try after attempts tries */
-static int64_t sched_retry_wait(const struct conf *c, int attempts)
+/* sched_retry_wait - seconds until the next try after attempts tries: the site's
+ * rule's schedule when it has one, else delivery.retry_schedule */
+static int64_t sched_retry_wait(const struct conf *c, const struct shape_limits *lim,
+                                int attempts)
 {
+    const int64_t *sched = lim && lim->nretry > 0 ? lim->retry : c->delivery_retry;
+    int n = lim && lim->nretry > 0 ? lim->nretry : c->delivery_retry_count;
     int i = attempts - 1;
     if (i < 0) i = 0;
-    if (i >= c->delivery_retry_count) i = c->delivery_retry_count - 1;
-    return c->delivery_retry[i];
+    if (i >= n) i = n - 1;
+    return sched[i];
 }
 
 static void sched_reply_set(struct smtpc_reply *r, int code, const char *enh, const char *text)
@@ -518,9 +821,11 @@ static void sched_out_done(void *ctx, struct engine_job *ej)
             "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:i, s:I}",
             "msgid", idtxt, "campaign", o->msg->campaign, "sender", o->msg->sender, "recipient",
             o->addrs[i], "domain", o->domain, "site", o->site, "mx", o->mx, "ip", o->ip, "source",
-            s->conf->delivery_source_address, "tls", o->tls, "cipher", o->cipher, "code", r->code,
+            o->source_addr, "tls", o->tls, "cipher", o->cipher, "code", r->code,
             "enh", r->enh, "diag", r->text, "attempt", (int)o->attempts[i] + 1, "queue_s",
             (json_int_t)((now - o->msg->created_ms) / 1000));
+        json_object_set_new(rec, "vmta", json_string(o->source_name));
+        json_object_set_new(rec, "pool", json_string(o->pool));
         if (out->kind == SPOOL_OUT_DEFERRED) {
             char t[40];
             json_object_set_new(rec, "next_attempt",
@@ -663,7 +968,20 @@ static void sched_finish(struct sched *s, struct sched_job *job, struct sched_co
     str_copy(o->domain, sizeof o->domain, job->dom->name);
     struct sched_site *site = job->dom->site;
     str_copy(o->site, sizeof o->site, site ? site->name : "");
+    const struct shape_limits *lim = site && site->npairs ? &site->lim : NULL;
+    const int64_t max_age_ms = (lim && lim->max_age > 0 ? lim->max_age : c->delivery_max_age) * 1000;
+    const struct shape_pool *pool = sched_job_pool(s, job);
+    str_copy(o->pool, sizeof o->pool, pool ? pool->name : "");
+    str_copy(o->source_addr, sizeof o->source_addr, c->delivery_source_address);
+    bool shaped = false; /* the pair heard about this transaction's failure */
     if (conn) {
+        if (conn->pair) {
+            str_copy(o->source_name, sizeof o->source_name, conn->pair->source);
+            if (conn->pair->src >= 0) {
+                const struct shape_source *src = shape_source(sched_rules(s), conn->pair->src);
+                if (*src->address) str_copy(o->source_addr, sizeof o->source_addr, src->address);
+            }
+        }
         str_copy(o->mx, sizeof o->mx, conn->mx);
         str_copy(o->ip, sizeof o->ip, conn->ip);
         str_copy(o->tls, sizeof o->tls, conn->tls);
@@ -690,13 +1008,29 @@ static void sched_finish(struct sched *s, struct sched_job *job, struct sched_co
         out->idx = job->rcpts[i].idx;
         out->reply = NULL;
         int code = o->replies[i].code;
+        /* response rules: throttling replies slow the pair down; some mean bounce */
+        enum SHAPE_ACTION act = sched_shape_reply(s, conn, &o->replies[i], !shaped);
+        if (act != SHAPE_ACT_NONE) shaped = true;
+        if (act == SHAPE_ACT_BOUNCE && code < 500 && code >= 400) {
+            /* a deferral that will never succeed: fail it now, saying why, with the
+             * server's own reply kept in the text */
+            struct smtpc_reply *rp = &o->replies[i];
+            struct shape_response resp;
+            char text[sizeof rp->text];
+            shape_response_match(sched_rules(s), rp->code, rp->enh, rp->text, &resp);
+            snprintf(text, sizeof text, "%d %s %.350s (made permanent by response rule %.63s)",
+                     rp->code, rp->enh, rp->text, resp.rule);
+            str_copy(rp->text, sizeof rp->text, text);
+            if (rp->enh[0] == '4') rp->enh[0] = '5';
+            rp->code = code = 550;
+        }
         if (code >= 200 && code < 300) {
             out->kind = SPOOL_OUT_DELIVERED;
             if (site) site->delivered++;
         } else if (code >= 500) {
             out->kind = SPOOL_OUT_BOUNCED;
             if (site) site->bounced++;
-        } else if (now - job->msg->created_ms >= c->delivery_max_age * 1000) {
+        } else if (now - job->msg->created_ms >= max_age_ms) {
             out->kind = SPOOL_OUT_EXPIRED;
             char text[sizeof o->replies[i].text];
             snprintf(text, sizeof text, "message expired after %lld s in the queue; last: %.400s",
@@ -705,8 +1039,10 @@ static void sched_finish(struct sched *s, struct sched_job *job, struct sched_co
             str_copy(o->replies[i].enh, sizeof o->replies[i].enh, "4.4.7");
         } else {
             out->kind = SPOOL_OUT_DEFERRED;
-            int64_t next = now + sched_retry_wait(c, job->rcpts[i].attempts + 1) * 1000;
-            int64_t deadline = job->msg->created_ms + c->delivery_max_age * 1000;
+            int64_t next = job->hold_until_ms
+                               ? job->hold_until_ms
+                               : now + sched_retry_wait(c, lim, job->rcpts[i].attempts + 1) * 1000;
+            int64_t deadline = job->msg->created_ms + max_age_ms;
             out->next_ms = next < deadline ? next : deadline;
             if (site) site->deferred++;
         }
@@ -780,7 +1116,11 @@ static int sched_conn_start(struct sched_conn *conn)
     p.tls = strcmp(c->delivery_tls, "off") == 0        ? SMTPC_TLS_OFF
             : strcmp(c->delivery_tls, "required") == 0 ? SMTPC_TLS_REQUIRED
                                                        : SMTPC_TLS_OPPORTUNISTIC;
-    p.helo_name = s->p.helo_name;
+    /* the pair's source: its address to bind and its EHLO name */
+    const struct shape_source *src =
+        conn->pair && conn->pair->src >= 0 ? shape_source(sched_rules(s), conn->pair->src) : NULL;
+    const char *bind = src && *src->address ? src->address : c->delivery_source_address;
+    p.helo_name = src && *src->ehlo ? src->ehlo : s->p.helo_name;
     p.server_name = h->name;
     p.dest = h->addr[conn->addr_i];
     if (p.dest.ss_family == AF_INET) {
@@ -793,10 +1133,10 @@ static int sched_conn_start(struct sched_conn *conn)
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&p.dest)->sin6_addr, conn->ip,
                   sizeof conn->ip);
     }
-    if (*c->delivery_source_address) {
+    if (*bind) {
         int len = sizeof p.source;
         char spec[128];
-        snprintf(spec, sizeof spec, "%s", c->delivery_source_address);
+        snprintf(spec, sizeof spec, "%s", bind);
         if (evutil_parse_sockaddr_port(spec, (struct sockaddr *)&p.source, &len) == 0)
             p.sourcelen = (socklen_t)len;
     }
@@ -829,6 +1169,7 @@ static void sched_conn_free(struct sched_conn *conn)
         }
     }
     site->nconn--;
+    if (conn->pair) conn->pair->nconn--;
     if (conn->state == SCHED_CONN_CONNECTING) site->nconnecting--;
     if (conn->idle_ev) event_free(conn->idle_ev);
     free(conn);
@@ -843,7 +1184,8 @@ static void sched_conn_free(struct sched_conn *conn)
  * transaction could take.
  */
 static struct sched_job *sched_site_pick(struct sched *s, struct sched_site *site,
-                                         const struct sched_domain *chain_dom)
+                                         const struct sched_domain *chain_dom,
+                                         const struct sched_pair *pair)
 {
     const int64_t dom_max = s->conf->delivery_max_conn_domain;
     bool site_full = false;
@@ -853,8 +1195,10 @@ static struct sched_job *sched_site_pick(struct sched *s, struct sched_site *sit
             site_full = c->state != SCHED_CONN_IDLE;
     }
     struct sched_job **pp = &site->head, *prev = NULL;
+    int64_t now = pair ? now_ms() : 0;
     for (; *pp; prev = *pp, pp = &(*pp)->next) {
         struct sched_job *job = *pp;
+        if (pair && !sched_job_fits(s, site, job, pair, now)) continue;
         bool at_limit = job->dom->active >= dom_max;
         if (!chain_dom ? at_limit
                        : job->dom == chain_dom ? !(at_limit || site_full)
@@ -913,6 +1257,59 @@ static int sched_job_prepare(struct sched *s, struct sched_job *job)
     return 0;
 }
 
+/* sched_job_split - keep the first keep recipients in job; the rest become a job
+ * of their own at the head of the site's queue (a rule allows fewer per transaction
+ * than the loader grouped) */
+static void sched_job_split(struct sched_site *site, struct sched_job *job, uint32_t keep)
+{
+    struct sched_job *rest = xcalloc(1, sizeof *rest);
+    rest->msg = job->msg;
+    job->msg->refs++;
+    rest->pool = job->pool;
+    rest->pool_gen = job->pool_gen;
+    rest->src = job->src;
+    rest->dom = job->dom;
+    rest->nrcpt = rest->cap = job->nrcpt - keep;
+    rest->rcpts = xcalloc(rest->cap, sizeof *rest->rcpts);
+    memcpy(rest->rcpts, job->rcpts + keep, rest->nrcpt * sizeof *rest->rcpts);
+    job->nrcpt = keep;
+    sched_site_unpick(site, rest);
+}
+
+/*
+ * sched_conn_take - a prepared job conn's pair may send now, taking the pair's
+ * message token (and warm-up count); NULL when there is none or the pair has to
+ * wait, in which case the site is woken when it may.  chain_dom as sched_site_pick.
+ */
+static struct sched_job *sched_conn_take(struct sched_conn *conn,
+                                         const struct sched_domain *chain_dom)
+{
+    struct sched *s = conn->s;
+    struct sched_site *site = conn->site;
+    struct sched_pair *p = conn->pair;
+    int64_t now = now_ms();
+    int64_t wait = sched_pair_wait(s, p, now);
+    if (wait > 0) {
+        sched_site_wake_in(site, wait);
+        return NULL;
+    }
+    struct sched_job *job;
+    do {
+        job = sched_site_pick(s, site, chain_dom, p);
+        if (!job) return NULL;
+        if (job->nrcpt > (uint32_t)site->lim.max_recipients_per_transaction)
+            sched_job_split(site, job, (uint32_t)site->lim.max_recipients_per_transaction);
+    } while (sched_job_prepare(s, job) < 0);
+    if (!shape_state_may_send(&p->st, shape_source(sched_rules(s), p->src), now, &wait)) {
+        sched_job_unprepare(job);
+        sched_site_unpick(site, job);
+        sched_site_wake_in(site, wait);
+        return NULL;
+    }
+    sched_pair_sent(p, now);
+    return job;
+}
+
 /*
  * sched_conn_chain - with PIPELINING, queue one more job behind the one conn is
  * sending, so its commands share a write with the current message's "."
@@ -921,13 +1318,11 @@ static void sched_conn_chain(struct sched_conn *conn)
 {
     struct sched *s = conn->s;
     if (!s->conf->delivery_pipeline_next || !conn->job || conn->next_job || !conn->c ||
-        !smtpc_has_pipelining(conn->c) || conn->nsent + 2 > s->conf->delivery_max_msgs_per_conn)
+        !smtpc_has_pipelining(conn->c) ||
+        conn->nsent + 2 > conn->site->lim.max_messages_per_connection)
         return;
-    struct sched_job *job;
-    do {
-        job = sched_site_pick(s, conn->site, conn->job->dom);
-        if (!job) return;
-    } while (sched_job_prepare(s, job) < 0);
+    struct sched_job *job = sched_conn_take(conn, conn->job->dom);
+    if (!job) return;
     job->dom->active++;
     conn->next_job = job;
     if (smtpc_send(conn->c, &job->txn) < 0) {
@@ -944,21 +1339,22 @@ static void sched_conn_next(struct sched_conn *conn)
     struct sched *s = conn->s;
     struct sched_site *site = conn->site;
     if (s->stopping) return;
-    if (conn->nsent >= s->conf->delivery_max_msgs_per_conn) {
+    /* over the pair's limit now (a backoff, a suspension, a closing window, a source
+     * dropped by a reload) or done with its share of messages: leave */
+    if (conn->nsent >= site->lim.max_messages_per_connection || conn->pair->src < 0 ||
+        conn->pair->nconn > shape_state_max_conn(&conn->pair->st, &site->lim, now_ms())) {
         smtpc_quit(conn->c);
         conn->state = SCHED_CONN_BUSY;
         return;
     }
-    struct sched_job *job;
-    do {
-        job = sched_site_pick(s, site, NULL);
-        if (!job) {
-            conn->state = SCHED_CONN_IDLE;
-            struct timeval tv = {s->conf->delivery_idle_timeout, 0};
-            evtimer_add(conn->idle_ev, &tv);
-            return;
-        }
-    } while (sched_job_prepare(s, job) < 0);
+    struct sched_job *job = sched_conn_take(conn, NULL);
+    if (!job) {
+        /* the idle clock starts when the connection goes idle, not at each look */
+        conn->state = SCHED_CONN_IDLE;
+        struct timeval tv = {s->conf->delivery_idle_timeout, 0};
+        if (!evtimer_pending(conn->idle_ev, NULL)) evtimer_add(conn->idle_ev, &tv);
+        return;
+    }
     evtimer_del(conn->idle_ev);
     conn->job = job;
     conn->state = SCHED_CONN_BUSY;
@@ -1016,6 +1412,8 @@ static void sched_conn_done(void *arg, struct smtpc_txn *t)
     }
     conn->nsent++;
     job->dom->active--;
+    if (t->data_reply.code >= 200 && t->data_reply.code < 300)
+        shape_state_success(&conn->pair->st, &conn->site->lim);
     sched_finish(s, job, conn, NULL);
     if (conn->job)
         sched_conn_chain(conn);
@@ -1049,6 +1447,13 @@ static void sched_conn_closed(void *arg, enum SMTPC_FAIL why, const struct smtpc
     struct sched_site *site = conn->site;
     bool was_connecting = conn->state == SCHED_CONN_CONNECTING;
     conn->c = NULL; /* it frees itself after this returns */
+    if (why != SMTPC_FAIL_NONE && !conn->job) {
+        /* a failure no transaction reports (connect, banner, EHLO): tell the pair */
+        struct smtpc_reply rep = {0};
+        if (last && last->code) rep = *last;
+        else sched_reply_set(&rep, 0, "", smtpc_fail_str(why));
+        sched_shape_reply(s, conn, &rep, true);
+    }
     if (conn->next_job) {
         struct sched_job *job = conn->next_job;
         conn->next_job = NULL;
@@ -1087,17 +1492,191 @@ static void sched_conn_closed(void *arg, enum SMTPC_FAIL why, const struct smtpc
     if (!s->stopping) sched_dispatch(s, site);
 }
 
+static void sched_site_wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sched_site *site = arg;
+    sched_dispatch(site->s, site);
+}
+
+/*
+ * sched_site_shape_tick - time passes for the site's pairs (suspensions and
+ * backoffs end, recovery steps up: logged), and queued jobs that no source of their
+ * pool could send within SCHED_HOLD_MAX_MS go back to the spool until it could,
+ * so a throttled site never holds the ready slots other sites need
+ */
+static void sched_site_shape_tick(struct sched *s, struct sched_site *site, int64_t now)
+{
+    for (int k = 0; k < site->npairs; k++) {
+        struct sched_pair *p = site->pairs[k];
+        enum SHAPE_EVENT ev = shape_state_tick(&p->st, &site->lim, now);
+        if (ev != SHAPE_EV_NONE) sched_shape_log(s, site, p, ev, NULL, now);
+    }
+    bool any_held = false; /* the common case: every pair can send soon, nothing to do */
+    for (int k = 0; k < site->npairs && !any_held; k++)
+        any_held = sched_pair_wait(s, site->pairs[k], now) > SCHED_HOLD_MAX_MS;
+    if (!any_held || !site->queued) return;
+    struct sched_job **pp = &site->head, *prev = NULL, *held = NULL;
+    while (*pp) {
+        struct sched_job *job = *pp;
+        const struct shape_pool *pool = sched_job_pool(s, job);
+        int64_t best = INT64_MAX;
+        for (int i = 0; pool && i < pool->nmembers && best > 0; i++) {
+            struct sched_pair *p = sched_site_pair(site, pool->members[i].source);
+            int64_t w = p ? sched_pair_wait(s, p, now) : INT64_MAX;
+            if (w < best) best = w;
+        }
+        if (best <= SCHED_HOLD_MAX_MS) {
+            prev = job;
+            pp = &job->next;
+            continue;
+        }
+        *pp = job->next;
+        if (site->tail == &job->next) site->tail = prev ? &prev->next : &site->head;
+        site->queued--;
+        job->hold_until_ms = best == INT64_MAX ? now + 3600000 : now + best;
+        job->next = held;
+        held = job;
+    }
+    while (held) {
+        struct sched_job *job = held;
+        held = job->next;
+        const struct shape_pool *pool = sched_job_pool(s, job);
+        struct smtpc_reply r;
+        char t[40], text[300];
+        snprintf(text, sizeof text,
+                 "held: no source of pool %s may send to site %s before %s (suspended, "
+                 "warm-up cap or source removed)",
+                 pool ? pool->name : "?", site->name, time_rfc3339(job->hold_until_ms, t, sizeof t));
+        sched_reply_set(&r, 0, "4.7.0", text);
+        sched_finish(s, job, NULL, &r);
+    }
+}
+
+/*
+ * sched_pair_spare - pair has a connection that is idle or still connecting.  Under
+ * a rate limit another one would only wait for the same tokens: connections grow
+ * only while every one of the pair's is busy.
+ */
+static bool sched_pair_spare(const struct sched_site *site, const struct sched_pair *p)
+{
+    for (const struct sched_conn *c = site->conns; c; c = c->next)
+        if (c->pair == p && (c->state == SCHED_CONN_IDLE || c->state == SCHED_CONN_CONNECTING))
+            return true;
+    return false;
+}
+
+/*
+ * sched_pool_choose - a pair of the site that may open a connection now for a job
+ * of pool: weighted at random among the pool's sources whose pair is under its
+ * connection limit (which a backoff or the window may have lowered), not waiting
+ * (suspension, rate, warm-up) and with a connection token.  Sets *wait when one
+ * only has to wait.
+ */
+static struct sched_pair *sched_pool_choose(struct sched *s, struct sched_site *site,
+                                            const struct shape_pool *pool, int64_t now,
+                                            int64_t *wait)
+{
+    struct sched_pair *cand[64];
+    int weight[64], n = 0, total = 0;
+    for (int i = 0; pool && i < pool->nmembers && n < 64; i++) {
+        struct sched_pair *p = sched_site_pair(site, pool->members[i].source);
+        if (!p || p->nconn >= shape_state_max_conn(&p->st, &site->lim, now)) continue;
+        if (shape_state_rate(&p->st, &site->lim) > 0 && sched_pair_spare(site, p)) continue;
+        int64_t w = sched_pair_wait(s, p, now);
+        if (w > 0) {
+            if (w < *wait) *wait = w;
+            continue;
+        }
+        cand[n] = p;
+        weight[n] = pool->members[i].weight;
+        total += weight[n++];
+    }
+    while (n > 0) {
+        int r = (int)(random() % total), k = 0;
+        while (r >= weight[k])
+            r -= weight[k++];
+        int64_t w;
+        if (shape_state_may_connect(&cand[k]->st, now, &w)) return cand[k];
+        if (w < *wait) *wait = w;
+        total -= weight[k];
+        cand[k] = cand[n - 1];
+        weight[k] = weight[n - 1];
+        n--;
+    }
+    return NULL;
+}
+
+/*
+ * sched_site_evict_idle - the site is at its connection limit and job waits:
+ * close one idle connection of a pair the job does not fit (it has nothing to do,
+ * or it would not be idle) so the job's source can connect.  Returns 1 when it
+ * closed one, 0 when an idle connection the job fits exists (the job waits for a
+ * token, not a slot), -1 when no connection is idle at all.
+ */
+static int sched_site_evict_idle(struct sched *s, struct sched_site *site,
+                                 struct sched_job *job, int64_t now)
+{
+    struct sched_conn *victim = NULL;
+    bool any_idle = false;
+    for (struct sched_conn *c = site->conns; c; c = c->next) {
+        if (c->state != SCHED_CONN_IDLE) continue;
+        any_idle = true;
+        if (sched_job_fits(s, site, job, c->pair, now)) return 0;
+        victim = c;
+    }
+    if (!victim) return any_idle ? 0 : -1;
+    evtimer_del(victim->idle_ev);
+    victim->state = SCHED_CONN_BUSY;
+    smtpc_quit(victim->c);
+    return 1;
+}
+
+/*
+ * sched_job_open_pair - the pair to open a connection for job with: the source
+ * meant for it when that one may connect; NULL when the job should wait for that
+ * source's connections; any fitting source of its pool when the meant one cannot
+ * send soon (sched_pool_choose)
+ */
+static struct sched_pair *sched_job_open_pair(struct sched *s, struct sched_site *site,
+                                              struct sched_job *job, int64_t now, int64_t *wait)
+{
+    const struct shape_pool *pool = sched_job_pool(s, job);
+    struct sched_pair *meant = job->src >= 0 ? sched_site_pair(site, job->src) : NULL;
+    if (!meant || sched_pair_wait(s, meant, now) > SCHED_REASSIGN_MS)
+        return sched_pool_choose(s, site, pool, now, wait);
+    if (meant->nconn >= shape_state_max_conn(&meant->st, &site->lim, now)) return NULL;
+    if (shape_state_rate(&meant->st, &site->lim) > 0 && sched_pair_spare(site, meant))
+        return NULL;
+    int64_t w = sched_pair_wait(s, meant, now);
+    if (w == 0 && shape_state_may_connect(&meant->st, now, &w)) return meant;
+    if (w < *wait) *wait = w;
+    return NULL;
+}
+
 /* sched_dispatch - put idle connections to work and open new ones as allowed */
 static void sched_dispatch(struct sched *s, struct sched_site *site)
 {
     if (s->stopping) return;
     for (struct sched_conn *conn = site->conns; conn && site->queued; conn = conn->next)
         if (conn->state == SCHED_CONN_IDLE) sched_conn_next(conn);
-    while ((size_t)site->nconnecting < site->queued &&
-           site->nconn < s->conf->delivery_max_conn_site) {
+    int64_t now = now_ms(), wait = INT64_MAX;
+    int scanned = 0;
+    for (struct sched_job *job = site->head;
+         job && scanned < SCHED_OPEN_SCAN && (size_t)site->nconnecting < site->queued;
+         job = job->next, scanned++) {
+        if (site->nconn >= site->lim.max_connections_site) {
+            /* full: make room for this job's pool, one connection per pass (the
+             * closing connection dispatches again) */
+            if (sched_site_evict_idle(s, site, job, now) != 0) break;
+            continue;
+        }
+        struct sched_pair *pair = sched_job_open_pair(s, site, job, now, &wait);
+        if (!pair) continue;
         struct sched_conn *conn = xcalloc(1, sizeof *conn);
         conn->s = s;
         conn->site = site;
+        conn->pair = pair;
+        pair->nconn++;
         conn->idle_ev = evtimer_new(s->p.base, sched_conn_idle_cb, conn);
         conn->next = site->conns;
         site->conns = conn;
@@ -1110,6 +1689,7 @@ static void sched_dispatch(struct sched *s, struct sched_site *site)
             return;
         }
     }
+    if (site->queued && wait != INT64_MAX) sched_site_wake_in(site, wait);
 }
 
 /* ---------------------------------------------------------------- routing */
@@ -1125,6 +1705,7 @@ static void sched_enqueue(struct sched *s, struct sched_job *job)
         return;
     }
     job->next = NULL;
+    job->src = sched_site_turn(s, site, sched_job_pool(s, job), now_ms());
     *site->tail = job;
     site->tail = &job->next;
     site->queued++;
@@ -1172,6 +1753,12 @@ static void sched_dns_done(void *arg, const char *dnsname, const struct dns_rout
     char *key = sched_site_key(s, r, &name);
     struct sched_site *site = sched_site_get(s, key, name);
     sched_site_set_hosts(site, r);
+    if (!site->npairs) { /* new: its limits, one pair per source */
+        str_copy(site->first_domain, sizeof site->first_domain, domain);
+        site->wake = evtimer_new(s->p.base, sched_site_wake_cb, site);
+        sched_site_match(s, site);
+        sched_site_sync_pairs(s, site, now_ms());
+    }
     d->site = site;
     d->expires_ms = r->expires_ms;
     while (list) {
@@ -1248,12 +1835,14 @@ static void sched_load_one(void *arg, const struct spool_due_item *item,
             job = s->open[i];
     if (!job) {
         job = xcalloc(1, sizeof *job);
+        job->src = -1;
         struct sched_msg *msg = s->nopen ? s->open[0]->msg : NULL;
         if (!msg) {
             msg = xcalloc(1, sizeof *msg);
             msg->id = m->id;
             msg->sender = xstrdup(m->sender);
             msg->campaign = xstrdup(m->campaign);
+            msg->pool = xstrdup(m->pool ? m->pool : "");
             msg->flags = m->flags;
             msg->created_ms = m->created_ms;
         }
@@ -1311,6 +1900,14 @@ static void sched_tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct sched *s = arg;
     if (s->stopping) return;
+    int64_t now = now_ms();
+    if (now - s->last_shape_ms >= 100) {
+        s->last_shape_ms = now;
+        for (struct sched_site *site = s->sites; site; site = site->next) {
+            sched_site_shape_tick(s, site, now);
+            if (site->queued) sched_dispatch(s, site);
+        }
+    }
     size_t got = sched_load(s);
     struct timeval tv = {0, (got ? SCHED_TICK_BUSY_MS : SCHED_TICK_IDLE_MS) * 1000};
     evtimer_add(s->tick, &tv);
@@ -1330,6 +1927,8 @@ struct sched *sched_new(const struct sched_params *p)
     struct sched *s = xcalloc(1, sizeof *s);
     s->p = *p;
     s->conf = p->conf;
+    s->rules = p->rules; /* the reference is ours now */
+    s->rules_gen = 1;
     s->tick = evtimer_new(p->base, sched_tick_cb, s);
     s->acct_ev = evtimer_new(p->base, sched_acct_flush_cb, s);
     vbuf_init(&s->acct, 1 << 20);
@@ -1397,6 +1996,7 @@ void sched_stop(struct sched *s, void (*done)(void *arg), void *arg)
 void sched_free(struct sched *s)
 {
     if (!s) return;
+    engine_rules_unref(s->rules);
     for (size_t i = 0; i < s->domcap; i++) {
         for (struct sched_domain *d = s->domtab[i], *nx; d; d = nx) {
             nx = d->next;
@@ -1414,6 +2014,15 @@ void sched_free(struct sched *s)
         free(site->hosts);
         free(site->key);
         free(site->name);
+        for (int k = 0; k < site->npairs; k++)
+            free(site->pairs[k]);
+        free(site->pairs);
+        for (struct sched_turns *t = site->turns, *tn; t; t = tn) {
+            tn = t->next;
+            free(t->cur);
+            free(t);
+        }
+        if (site->wake) event_free(site->wake);
         free(site);
     }
     free(s->keys);
@@ -1423,6 +2032,62 @@ void sched_free(struct sched *s)
     event_free(s->acct_ev);
     event_free(s->tick);
     free(s);
+}
+
+void sched_set_rules(struct sched *s, struct engine_rules *er)
+{
+    engine_rules_unref(s->rules);
+    s->rules = er;
+    s->rules_gen++;
+    int64_t now = now_ms();
+    for (struct sched_site *site = s->sites; site; site = site->next) {
+        if (!site->npairs) continue;
+        sched_site_match(s, site);
+        sched_site_sync_pairs(s, site, now);
+        if (site->queued && !s->stopping) sched_dispatch(s, site);
+    }
+}
+
+int sched_shape_admin(struct sched *s, const char *site_name, const char *source, bool suspend,
+                      int64_t until_ms)
+{
+    int n = 0;
+    int64_t now = now_ms();
+    for (struct sched_site *site = s->sites; site; site = site->next) {
+        if (strcmp(site->name, site_name) != 0) continue;
+        for (int k = 0; k < site->npairs; k++) {
+            struct sched_pair *p = site->pairs[k];
+            if (source && *source && strcmp(p->source, source) != 0) continue;
+            if (suspend) {
+                shape_state_suspend(&p->st, until_ms, "manual");
+                sched_shape_log(s, site, p, SHAPE_EV_SUSPEND, NULL, now);
+            } else {
+                shape_state_resume(&p->st, &site->lim, now);
+                sched_shape_log(s, site, p, SHAPE_EV_RESUME, NULL, now);
+            }
+            n++;
+        }
+        if (!suspend && site->queued && !s->stopping) sched_dispatch(s, site);
+    }
+    return n;
+}
+
+/* sched_pair_json - one (source, site) pair for volleyctl sites */
+static json_t *sched_pair_json(struct sched *s, const struct sched_site *site,
+                               struct sched_pair *p, int64_t now)
+{
+    char t[40] = "";
+    if (p->st.mode == SHAPE_SUSPENDED || p->st.mode == SHAPE_BACKOFF)
+        time_rfc3339(p->st.until_ms, t, sizeof t);
+    int64_t cap = p->src >= 0 ? shape_warmup_cap(shape_source(sched_rules(s), p->src), now) : -1;
+    int64_t today = p->st.day == now / 86400000 ? p->st.sent_today : 0;
+    return json_pack("{s:s, s:b, s:s, s:s, s:s, s:i, s:i, s:f, s:f, s:I, s:I, s:I}", "source",
+                     p->source, "active", p->src >= 0, "state", shape_mode_str(p->st.mode),
+                     "until", t, "rule", p->st.why_rule, "connections", p->nconn,
+                     "max_connections", shape_state_max_conn(&p->st, &site->lim, now), "rate",
+                     shape_state_rate(&p->st, &site->lim), "window", p->st.window,
+                     "sent_last_minute", (json_int_t)sched_pair_last_minute(p, now),
+                     "sent_today", (json_int_t)today, "warmup_cap", (json_int_t)cap);
 }
 
 json_t *sched_sites_json(struct sched *s)
@@ -1448,6 +2113,20 @@ json_t *sched_sites_json(struct sched *s)
                       "last_reply", site->last_reply, "down_until", t, "down_reason",
                       site->down_until_ms > now ? site->down_reason : "", "worker",
                       s->p.worker_index));
+        json_t *obj = json_array_get(arr, json_array_size(arr) - 1);
+        json_t *pairs = json_array();
+        for (int k = 0; k < site->npairs; k++)
+            json_array_append_new(pairs, sched_pair_json(s, site, site->pairs[k], now));
+        json_object_set_new(obj, "pairs", pairs);
+        json_object_set_new(obj, "class", json_string(site->lim.rule));
+        json_object_set_new(
+            obj, "limits",
+            json_pack("{s:i, s:i, s:i, s:i, s:f, s:f}", "max_connections",
+                      site->lim.max_connections, "max_connections_site",
+                      site->lim.max_connections_site, "max_messages_per_connection",
+                      site->lim.max_messages_per_connection, "max_recipients_per_transaction",
+                      site->lim.max_recipients_per_transaction, "message_rate",
+                      site->lim.message_rate, "connection_rate", site->lim.connection_rate));
     }
     return arr;
 }

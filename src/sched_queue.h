@@ -23,6 +23,7 @@
 #include "dns.h"
 #include "mbox.h"
 #include "spool.h"
+#include "engine.h"
 
 #include <event2/event.h>
 #include <jansson.h>
@@ -38,6 +39,7 @@ struct sched_params {
     int worker_index;
     int nworkers;
     const char *helo_name;
+    struct engine_rules *rules; /* shaping rules: the scheduler takes this reference */
 };
 
 struct sched;
@@ -56,7 +58,18 @@ void sched_retry(struct sched *s, const char *domain);
 void sched_stop(struct sched *s, void (*done)(void *arg), void *arg);
 /* sched_free - release everything (after sched_stop's done) */
 void sched_free(struct sched *s);
-/* sched_sites_json - an array describing every site (volleyctl sites) */
+/* sched_sites_json - an array describing every site and its (source, site) pairs
+ * (volleyctl sites) */
 json_t *sched_sites_json(struct sched *s);
+/* sched_set_rules - adopt a new shaping rule set (takes the reference): limits are
+ * matched again, pairs keep their state, queued mail stays where it is */
+void sched_set_rules(struct sched *s, struct engine_rules *er);
+/*
+ * sched_shape_admin - volleyctl suspend|resume: every pair of the sites named site
+ * (and of source, when not NULL/""), suspended until until_ms or resumed; returns
+ * how many pairs it touched
+ */
+int sched_shape_admin(struct sched *s, const char *site, const char *source, bool suspend,
+                      int64_t until_ms);
 
 #endif

@@ -48,6 +48,7 @@ struct shape_limits {
     int64_t retry[SHAPE_RETRY_MAX]; /* seconds; nretry 0 = the delivery.* default */
     int nretry;
     int64_t max_age;            /* seconds; 0 = the delivery.* default */
+    int64_t recovery_step_ms;   /* the rules file's recovery_step (shape_state_tick) */
 };
 
 /* ---- the rules file ---------------------------------------------------------------- */

@@ -206,10 +206,15 @@ static bool smtpc_is_2xx(const struct smtpc_reply *r)
 
 const struct smtpc_reply *smtpc_rcpt_outcome(const struct smtpc_txn *t, uint32_t i)
 {
+    /* a refusal that arrived decides, even if the session died after it (a 421 to
+     * MAIL and a close is the server's answer, not a dropped connection) */
+    if (t->mail_reply.code != 0 && !smtpc_is_2xx(&t->mail_reply)) return &t->mail_reply;
+    if (t->rcpt_reply && i < t->nrcpt && t->rcpt_reply[i].code != 0 &&
+        !smtpc_is_2xx(&t->rcpt_reply[i]))
+        return &t->rcpt_reply[i];
     if (t->fail != SMTPC_FAIL_NONE && t->data_reply.code == 0) return NULL;
     /* code 0: MAIL was never answered because everything failed locally per
      * recipient, so the recipient's own reply decides */
-    if (t->mail_reply.code != 0 && !smtpc_is_2xx(&t->mail_reply)) return &t->mail_reply;
     if (t->rcpt_reply && i < t->nrcpt && !smtpc_is_2xx(&t->rcpt_reply[i])) return &t->rcpt_reply[i];
     return &t->data_reply;
 }

@@ -109,9 +109,10 @@ struct smtpc_txn {
                                        ended before a chained transaction began: it
                                        was not attempted at all */
     /*
-     * Outcome of recipient i: if fail != NONE and no final reply arrived, the session
-     * failure (defer); else if mail_reply is not 2xx, mail_reply; else if rcpt_reply[i]
-     * is not 2xx, rcpt_reply[i]; else data_reply.  smtpc_rcpt_outcome() applies this.
+     * Outcome of recipient i: a refusal of MAIL, then a refusal of its RCPT, decide
+     * whenever they arrived (even if the session died after); else if fail != NONE
+     * and no final reply arrived, the session failure (defer); else data_reply.
+     * smtpc_rcpt_outcome() applies this.
      */
 };
 

@@ -35,6 +35,7 @@
 #include "msgid.h"
 #include "net.h"
 #include "smtp_syntax.h"
+#include "shape.h"
 #include "util.h"
 
 #include <errno.h>
@@ -117,7 +118,7 @@ struct smtpd {
 struct smtpd_job {
     struct engine_job job;
     struct spool_msg msg;
-    char *sender, *campaign, *client, *helo;
+    char *sender, *campaign, *client, *helo, *pool;
     char **rcpts;
     uint32_t nrcpt;
     struct vbuf content;
@@ -521,6 +522,7 @@ static void smtpd_job_free(struct smtpd_job *j)
     free(j->campaign);
     free(j->client);
     free(j->helo);
+    free(j->pool);
     vbuf_free(&j->content);
     free(j);
 }
@@ -578,6 +580,8 @@ static void smtpd_data_end(struct smtpd_session *s)
 {
     struct engine *eng = s->eng;
     char campaign[SMTPD_CAMPAIGN_MAX + 2] = "";
+    char pool[SHAPE_NAME_MAX + 2] = "";
+    char fault_buf[160];
     const char *fault = NULL;
 
     evtimer_del(s->timer);
@@ -599,6 +603,23 @@ static void smtpd_data_end(struct smtpd_session *s)
                                             dup, sizeof dup) != 0)
             fault = "550 5.6.0 More than one X-Volley-Campaign header";
         if (!fault) {
+            /* the shaping pool asked for: one header, a pool the rules know */
+            size_t len3 = len;
+            rc = msg_header_take((char *)s->content.data, &len3, "X-Volley-Pool", pool,
+                                 sizeof pool);
+            len2 = len3;
+            if (rc < 0 || (rc == 1 && !smtpd_campaign_valid(pool)))
+                fault = "550 5.6.0 Invalid X-Volley-Pool: use a pool name from the shaping rules";
+            else if (rc == 1 && msg_header_take((char *)s->content.data, &len2, "X-Volley-Pool",
+                                                dup, sizeof dup) != 0)
+                fault = "550 5.6.0 More than one X-Volley-Pool header";
+            else if (rc == 1 && !shape_pool_find(eng->rules->rules, pool)) {
+                snprintf(fault_buf, sizeof fault_buf, "550 5.6.0 Unknown X-Volley-Pool: %s", pool);
+                fault = fault_buf;
+            }
+            len = len3;
+        }
+        if (!fault) {
             smtpd_inflight_sub(eng, s->content.len - len);
             s->content.len = len;
         }
@@ -618,6 +639,7 @@ static void smtpd_data_end(struct smtpd_session *s)
     j->campaign = xstrdup(campaign);
     j->client = xstrdup(s->client);
     j->helo = xstrdup(s->helo);
+    j->pool = xstrdup(pool);
     j->rcpts = s->rcpts;
     j->nrcpt = s->nrcpt;
     j->content = s->content; /* ownership moves; inflight bytes move with it */
@@ -632,6 +654,7 @@ static void smtpd_data_end(struct smtpd_session *s)
     j->msg.campaign = j->campaign;
     j->msg.client = j->client;
     j->msg.helo = j->helo;
+    j->msg.pool = j->pool;
     j->msg.rcpts = (const char *const *)j->rcpts;
     j->msg.nrcpt = j->nrcpt;
     j->msg.content = j->content.data;

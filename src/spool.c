@@ -291,7 +291,7 @@ static int spool_decode_msg(const MDB_val *v, bool want_content, struct spool_ms
     if (v->mv_size < sizeof rec)
         return -1;
     memcpy(&rec, v->mv_data, sizeof rec);
-    size_t strs = (size_t)rec.sender_len + rec.campaign_len + rec.client_len + rec.helo_len;
+    size_t strs = spool_rec_strs(&rec);
     if (rec.version != 1 || v->mv_size != sizeof rec + strs + rec.content_len)
         return -1;
     const char *p = (const char *)v->mv_data + sizeof rec;
@@ -306,6 +306,8 @@ static int spool_decode_msg(const MDB_val *v, bool want_content, struct spool_ms
     p += rec.client_len;
     m->helo = xstrndup(p, rec.helo_len);
     p += rec.helo_len;
+    m->pool = xstrndup(p, rec.pool_len);
+    p += rec.pool_len;
     m->content_len = rec.content_len;
     if (want_content) {
         m->content = xmalloc(rec.content_len ? rec.content_len : 1);
@@ -347,6 +349,7 @@ void spool_msg_info_free(struct spool_msg_info *m)
     free(m->campaign);
     free(m->client);
     free(m->helo);
+    free(m->pool);
     free(m->content);
     for (uint32_t i = 0; i < m->nrcpt; i++)
         spool_rcpt_info_clear(&m->rcpts[i]);
@@ -649,7 +652,7 @@ int spool_msg_content(struct spool *sp, uint64_t id, struct vbuf *out)
     put_be64(kb, id);
     if (mdb_get(txn, sp->db_msg, &k, &v) == 0 && v.mv_size >= sizeof rec) {
         memcpy(&rec, v.mv_data, sizeof rec);
-        size_t off = sizeof rec + rec.sender_len + rec.campaign_len + rec.client_len + rec.helo_len;
+        size_t off = sizeof rec + spool_rec_strs(&rec);
         if (off + rec.content_len == v.mv_size &&
             vbuf_append(out, (const uint8_t *)v.mv_data + off, rec.content_len) == 0)
             ret = 0;

@@ -87,6 +87,7 @@ struct spool_msg {
     const char *campaign; /* "" = none */
     const char *client; /* peer, e.g. "127.0.0.1" or "unix" */
     const char *helo;
+    const char *pool; /* shaping pool asked for (X-Volley-Pool); NULL or "" = by rule */
     const char *const *rcpts;
     uint32_t nrcpt;
     const uint8_t *content;
@@ -188,6 +189,7 @@ struct spool_msg_info {
     char *campaign;
     char *client;
     char *helo;
+    char *pool;
     uint8_t *content; /* only with want_content */
     size_t content_len;
     struct spool_rcpt_info *rcpts; /* current recipients */

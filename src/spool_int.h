@@ -24,9 +24,16 @@ struct spool_msg_rec {
     uint16_t campaign_len;
     uint16_t client_len;
     uint16_t helo_len;
-    uint32_t pad;
+    uint16_t pool_len; /* was padding (always 0) before pools: old records read as "" */
+    uint16_t pad;
     uint64_t content_len;
 };
+
+/* spool_rec_strs - bytes of the strings between the fixed head and the content */
+static inline size_t spool_rec_strs(const struct spool_msg_rec *r)
+{
+    return (size_t)r->sender_len + r->campaign_len + r->client_len + r->helo_len + r->pool_len;
+}
 
 /* Fixed head of a rcpt value; address and last reply follow. */
 struct spool_rcpt_rec {

@@ -76,8 +76,9 @@ static int spool_apply_insert(struct spool *sp, MDB_txn *txn, struct spool_op *o
     const struct spool_msg *m = op->msg;
     struct spool_msg_rec rec;
     size_t sl = strlen(m->sender), cl = strlen(m->campaign), kl = strlen(m->client),
-           hl = strlen(m->helo);
-    if (sl > UINT16_MAX || cl > UINT16_MAX || kl > UINT16_MAX || hl > UINT16_MAX)
+           hl = strlen(m->helo), pl = m->pool ? strlen(m->pool) : 0;
+    if (sl > UINT16_MAX || cl > UINT16_MAX || kl > UINT16_MAX || hl > UINT16_MAX ||
+        pl > UINT16_MAX)
         return EINVAL;
     memset(&rec, 0, sizeof rec);
     rec.version = 1;
@@ -88,12 +89,13 @@ static int spool_apply_insert(struct spool *sp, MDB_txn *txn, struct spool_op *o
     rec.campaign_len = (uint16_t)cl;
     rec.client_len = (uint16_t)kl;
     rec.helo_len = (uint16_t)hl;
+    rec.pool_len = (uint16_t)pl;
     rec.content_len = m->content_len;
 
     uint8_t idb[8];
     put_be64(idb, m->id);
     MDB_val k = {8, idb}, v;
-    v.mv_size = sizeof rec + sl + cl + kl + hl + m->content_len;
+    v.mv_size = sizeof rec + sl + cl + kl + hl + pl + m->content_len;
     v.mv_data = NULL;
     /* MDB_RESERVE: LMDB hands out the space and we copy once, straight into the map. */
     int rc = mdb_put(txn, sp->db_msg, &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);
@@ -110,6 +112,8 @@ static int spool_apply_insert(struct spool *sp, MDB_txn *txn, struct spool_op *o
     p += kl;
     memcpy(p, m->helo, hl);
     p += hl;
+    if (pl) memcpy(p, m->pool, pl);
+    p += pl;
     if (m->content_len)
         memcpy(p, m->content, m->content_len);
 

@@ -9,6 +9,7 @@
 #include "conf.h"
 #include "engine.h"
 #include "log.h"
+#include "shape.h"
 #include "util.h"
 
 #include <errno.h>
@@ -154,6 +155,15 @@ int main(int argc, char **argv)
         return 1;
     }
     if (check) {
+        /* the shaping rules are part of the configuration: a typo there must fail
+         * the check, not the next start or SIGHUP */
+        struct shape_rules *rules = shape_rules_load(conf->shaping_rules_file, err, sizeof err);
+        if (!rules) {
+            fprintf(stderr, "volleyd: %s\n", err);
+            conf_free(conf);
+            return 1;
+        }
+        shape_rules_free(rules);
         printf("volleyd: %s: configuration ok\n", config);
         conf_free(conf);
         return 0;
@@ -169,6 +179,7 @@ int main(int argc, char **argv)
     if (!eng) {
         fprintf(stderr, "volleyd: %s\n", err);
         log_msg(LOG_ERROR, "startup", "%s", err);
+        conf_free(conf);
         return 1;
     }
     if (engine_listen(eng) < 0) {

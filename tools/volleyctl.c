@@ -64,6 +64,7 @@
 #define VCTL_NEED_ID      0x40 /* the message id is required */
 #define VCTL_SELECTOR     0x80 /* exactly one of id, --domain, --campaign */
 #define VCTL_POS_DOMAIN   0x100 /* a positional argument that is not an id is a domain */
+#define VCTL_POS_SITE     0x200 /* a required positional site name; --source S, --for SECS */
 
 /* How vctl_clean() treats whitespace controls. */
 #define VCTL_CLEAN_TAB  0x01 /* keep tabs as they are (header text) */
@@ -91,6 +92,8 @@ static const char vctl_usage_text[] =
     "  retry ID|DOMAIN | --id ID | --domain D | --campaign C\n"
     "                                    make queued recipients due now (forget DNS\n"
     "                                    and site-down state)\n"
+    "  suspend SITE [--source S] [--for SECONDS]   stop sending to a site (default 1 h)\n"
+    "  resume SITE [--source S]          send to a suspended or backed-off site again\n"
     "  sites [--json]                    delivery sites: connections, queue, counts,\n"
     "                                    last reply, down until\n"
     "  verify                            check spool consistency (exit 1 on violations)\n"
@@ -110,6 +113,9 @@ struct vctl_args {
     const char *campaign;             /* --campaign ("" selects messages without a campaign) */
     long long limit;                  /* --limit, when has_limit */
     int has_limit;
+    const char *site;                 /* suspend / resume SITE */
+    const char *source;               /* --source */
+    long long seconds;                /* --for, 0 = the daemon's default */
 };
 
 /*
@@ -973,6 +979,49 @@ static int vctl_render_sites(const struct vctl_cmd *cmd, json_t *r, struct vctl_
     }
     vctl_table_print(&t, "");
     vctl_table_free(&t);
+
+    /* traffic shaping: one row per (source, site) pair */
+    static const char *const pheads[] = {"SITE",  "CLASS",    "SOURCE",  "STATE",   "UNTIL",
+                                         "CONNS", "MAX CONNS", "RATE/S", "SENT/MIN", "QUEUED"};
+    vctl_table_init(&t, ARRAY_LEN(pheads), pheads, "lllllrrrrr");
+    for (size_t i = 0; i < n; i++) {
+        json_t *site = json_array_get(sites, i), *pairs = json_object_get(site, "pairs");
+        for (size_t k = 0; json_is_array(pairs) && k < json_array_size(pairs); k++) {
+            json_t *p = json_array_get(pairs, k);
+            char rate[32];
+            double rv = json_number_value(json_object_get(p, "rate"));
+            if (rv > 0)
+                snprintf(rate, sizeof rate, "%.2f", rv);
+            else
+                snprintf(rate, sizeof rate, "-");
+            vctl_table_jstr(&t, site, "site", "-");
+            vctl_table_jstr(&t, site, "class", "-");
+            vctl_table_jstr(&t, p, "source", "-");
+            vctl_table_jstr(&t, p, "state", "-");
+            const char *until = json_string_value(json_object_get(p, "until"));
+            vctl_table_text(&t, until && *until ? until : "-");
+            vctl_table_jint(&t, p, "connections");
+            vctl_table_jint(&t, p, "max_connections");
+            vctl_table_text(&t, rate);
+            vctl_table_jint(&t, p, "sent_last_minute");
+            vctl_table_jint(&t, site, "queued");
+        }
+    }
+    putchar('\n');
+    vctl_table_print(&t, "");
+    vctl_table_free(&t);
+    return 0;
+}
+
+/* vctl_render_shape - how many (source, site) pairs were suspended or resumed */
+static int vctl_render_shape(const struct vctl_cmd *cmd, json_t *r, struct vctl_conn *c)
+{
+    long long n;
+    if (vctl_jint(r, "pairs", &n) < 0) {
+        fprintf(stderr, "volleyctl: %s: malformed reply from volleyd: no \"pairs\"\n", c->path);
+        return -1;
+    }
+    printf("%s %lld (source, site) pair%s\n", cmd->past, n, vctl_plural(n));
     return 0;
 }
 
@@ -1036,6 +1085,8 @@ static const struct vctl_cmd vctl_cmds[] = {
          VCTL_SELECTOR,
      VCTL_TIMEOUT_BULK_S, vctl_render_change},
     {"sites", NULL, "sites", NULL, VCTL_OPT_JSON, VCTL_TIMEOUT_S, vctl_render_sites},
+    {"suspend", NULL, "suspend", "suspended", VCTL_POS_SITE, VCTL_TIMEOUT_S, vctl_render_shape},
+    {"resume", NULL, "resume", "resumed", VCTL_POS_SITE, VCTL_TIMEOUT_S, vctl_render_shape},
     {"verify", NULL, "verify", NULL, 0, VCTL_TIMEOUT_BULK_S, vctl_render_verify},
     {"log", "rotate", "log_rotate", NULL, 0, VCTL_TIMEOUT_S, vctl_render_log_rotate},
 };
@@ -1075,23 +1126,19 @@ static void vctl_set_once(const char **slot, const char *val, const char *what)
     *slot = val;
 }
 
-/* vctl_parse_limit - --limit text as a number in 1..VCTL_LIMIT_MAX, or exit 2 */
-static long long vctl_parse_limit(const char *s)
+/* vctl_parse_count - the value of option opt as a whole number in 1..max, or exit 2 */
+static long long vctl_parse_count(const char *opt, const char *s, long long max)
 {
     long long v = 0;
-    if (!*s) vctl_usage_error("--limit needs a number");
+    if (!*s) vctl_usage_error("%s needs a number", opt);
     /* digits only: strtoll would accept " 5", "+5" and "-5" */
     for (const char *p = s; *p; p++) {
         if (*p < '0' || *p > '9')
-            vctl_usage_error("bad --limit \"%s\": want a whole number from 1 to %lld", s,
-                             VCTL_LIMIT_MAX);
+            vctl_usage_error("bad %s \"%s\": want a whole number from 1 to %lld", opt, s, max);
         v = v * 10 + (*p - '0');
-        if (v > VCTL_LIMIT_MAX)
-            vctl_usage_error("bad --limit \"%s\": at most %lld", s, VCTL_LIMIT_MAX);
+        if (v > max) vctl_usage_error("bad %s \"%s\": at most %lld", opt, s, max);
     }
-    if (v == 0)
-        vctl_usage_error("bad --limit \"%s\": want a whole number from 1 to %lld", s,
-                         VCTL_LIMIT_MAX);
+    if (v == 0) vctl_usage_error("bad %s \"%s\": want a whole number from 1 to %lld", opt, s, max);
     return v;
 }
 
@@ -1147,6 +1194,13 @@ static void vctl_parse_args(const struct vctl_cmd *cmd, int argc, char **argv, s
             vctl_set_once(&limit, val, "--limit");
         } else if ((cmd->flags & VCTL_OPT_ID) && vctl_optval("--id", argc, argv, &i, &val)) {
             vctl_set_once(&id_opt, val, "--id");
+        } else if ((cmd->flags & VCTL_POS_SITE) &&
+                   vctl_optval("--source", argc, argv, &i, &val)) {
+            vctl_set_once(&a->source, val, "--source");
+        } else if ((cmd->flags & VCTL_POS_SITE) && strcmp(cmd->name, "suspend") == 0 &&
+                   vctl_optval("--for", argc, argv, &i, &val)) {
+            if (a->seconds) vctl_usage_error("--for given twice");
+            a->seconds = vctl_parse_count("--for", val, 366LL * 86400);
         } else {
             vctl_usage_error("%s: unknown option %s", cmd->name, arg);
         }
@@ -1156,6 +1210,9 @@ static void vctl_parse_args(const struct vctl_cmd *cmd, int argc, char **argv, s
         if (!word) vctl_usage_error("%s: missing \"%s\"", cmd->name, cmd->word);
         if (strcmp(word, cmd->word) != 0)
             vctl_usage_error("%s: unknown subcommand \"%s\"", cmd->name, word);
+    } else if (cmd->flags & VCTL_POS_SITE) {
+        if (!word || !*word) vctl_usage_error("%s: missing SITE (see volleyctl sites)", cmd->name);
+        a->site = word;
     } else if (word && !(cmd->flags & VCTL_POS_ID)) {
         vctl_usage_error("%s: unexpected argument \"%s\"", cmd->name, word);
     } else if (word) {
@@ -1182,7 +1239,7 @@ static void vctl_parse_args(const struct vctl_cmd *cmd, int argc, char **argv, s
     /* an empty domain could only ever match nothing; an empty campaign is meaningful */
     if (a->domain && !*a->domain) vctl_usage_error("--domain needs a domain");
     if (limit) {
-        a->limit = vctl_parse_limit(limit);
+        a->limit = vctl_parse_count("--limit", limit, VCTL_LIMIT_MAX);
         a->has_limit = 1;
     }
 }
@@ -1207,6 +1264,10 @@ static char *vctl_request(const struct vctl_cmd *cmd, const struct vctl_args *a,
     if (a->id) vctl_req_str(req, "id", a->id_canon);
     if (a->domain) vctl_req_str(req, "domain", a->domain);
     if (a->campaign) vctl_req_str(req, "campaign", a->campaign);
+    if (a->site) vctl_req_str(req, "site", a->site);
+    if (a->source) vctl_req_str(req, "source", a->source);
+    if (a->seconds && json_object_set_new(req, "seconds", json_integer(a->seconds)) < 0)
+        vctl_oom();
     if (a->has_limit && json_object_set_new(req, "limit", json_integer(a->limit)) < 0) vctl_oom();
 
     /* compact output has no newline: jansson escapes control characters in strings */

@@ -390,6 +390,33 @@ class AioHost:
 # --------------------------------------------------------------------------- raw host
 
 
+class _LineConn:
+    """CRLF lines over a raw server socket that polls (timeout 0.2 s) so the server
+    can stop; buf[0] holds what arrived after the last line read."""
+
+    def __init__(self, conn, stopping):
+        self.conn = conn
+        self.stopping = stopping
+        self.buf = [b""]
+
+    def send(self, line):
+        self.conn.sendall(line.encode() + b"\r\n")
+
+    def read_line(self):
+        while b"\r\n" not in self.buf[0]:
+            if self.stopping.is_set():
+                raise ConnectionError("stopping")
+            try:
+                chunk = self.conn.recv(65536)
+            except socket.timeout:
+                continue
+            if not chunk:
+                raise ConnectionError("client closed")
+            self.buf[0] += chunk
+        line, self.buf[0] = self.buf[0].split(b"\r\n", 1)
+        return line
+
+
 class ScriptedHost:
     """A raw-socket SMTP server.  Behaviours (per connection, the last repeats):
 
@@ -482,24 +509,8 @@ class ScriptedHost:
 
     def _serve(self, conn, n, behaviour):
         conn.settimeout(0.2)
-        buf = [b""]
-
-        def send(line):
-            conn.sendall(line.encode() + b"\r\n")
-
-        def read_line():
-            while b"\r\n" not in buf[0]:
-                if self.stopping.is_set():
-                    raise ConnectionError("stopping")
-                try:
-                    chunk = conn.recv(65536)
-                except socket.timeout:
-                    continue
-                if not chunk:
-                    raise ConnectionError("client closed")
-                buf[0] += chunk
-            line, buf[0] = buf[0].split(b"\r\n", 1)
-            return line
+        lc = _LineConn(conn, self.stopping)
+        send, read_line, buf = lc.send, lc.read_line, lc.buf
 
         def hold():
             # keep the connection open, say nothing, until the client gives up
@@ -622,6 +633,195 @@ class ScriptedHost:
                 pass
 
 
+class PolicingHost:
+    """A raw-socket SMTP server that polices its clients the way big receivers do,
+    and records what it saw with times so a test can check limits on the receiving
+    side.
+
+      max_conns     connections beyond this many at once are greeted with
+                    "421 4.7.0 Too many concurrent connections" and closed
+                    (counted in refused); None = no limit
+      mail_policy   callable(host, session, now) -> None (accept) or a reply line
+                    for MAIL; a 4xx/5xx line starting "421" also closes the session
+
+    Records: accepted [Accepted], sessions [dict(n, peer, helo, start, end, msgs)],
+    mails (time of every MAIL command), max_active (most served connections at
+    once), refused, policy_replies [(time, reply)].
+    """
+
+    class Accepted:
+        def __init__(self, **kw):
+            self.__dict__.update(kw)
+
+        def __repr__(self):
+            return "Accepted(%r)" % self.__dict__
+
+    def __init__(self, ip, port, name, max_conns=None, mail_policy=None):
+        self.ip, self.port, self.name = ip, port, name
+        self.max_conns = max_conns
+        self.mail_policy = mail_policy
+        self.lock = threading.Lock()
+        self.active = 0
+        self.max_active = 0
+        self.refused = 0
+        self.nsessions = 0
+        self.sessions = []
+        self.accepted = []
+        self.policy_replies = []
+        self.mails = []
+        self.stopping = threading.Event()
+        self.sock = None
+        self.thread = None
+
+    def start(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((self.ip, self.port))
+        self.sock.listen(128)
+        self.sock.settimeout(0.1)
+        self.thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.stopping.set()
+        if self.thread:
+            self.thread.join(5)
+        if self.sock:
+            self.sock.close()
+
+    def accepted_since(self, t):
+        with self.lock:
+            return [a for a in self.accepted if a.t >= t]
+
+    def max_in_window(self, seconds):
+        """The most messages accepted within any window of the given length."""
+        with self.lock:
+            ts = sorted(a.t for a in self.accepted)
+        best, j = 0, 0
+        for i, t in enumerate(ts):
+            while ts[j] < t - seconds:
+                j += 1
+            best = max(best, i - j + 1)
+        return best
+
+    def _accept_loop(self):
+        while not self.stopping.is_set():
+            try:
+                conn, peer = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                over = self.max_conns is not None and self.active >= self.max_conns
+                if over:
+                    self.refused += 1
+                else:
+                    self.active += 1
+                    self.max_active = max(self.max_active, self.active)
+                    self.nsessions += 1
+                    sess = {"n": self.nsessions, "peer": peer[0], "helo": None,
+                            "start": time.monotonic(), "end": None, "msgs": 0}
+                    self.sessions.append(sess)
+            if over:
+                try:
+                    conn.sendall(b"421 4.7.0 Too many concurrent connections from this IP\r\n")
+                    conn.close()
+                except OSError:
+                    pass
+                continue
+            threading.Thread(target=self._serve, args=(conn, sess), daemon=True).start()
+
+    def _end(self, sess):
+        with self.lock:
+            if sess["end"] is None:
+                self.active -= 1
+                sess["end"] = time.monotonic()
+
+    def _serve(self, conn, sess):
+        conn.settimeout(0.2)
+        lc = _LineConn(conn, self.stopping)
+        send, read_line, buf = lc.send, lc.read_line, lc.buf
+
+        try:
+            send("220 %s ESMTP policing" % self.name)
+            sender, rcpts = None, []
+            while True:
+                line = read_line()
+                verb = line[:4].upper()
+                if verb in (b"EHLO", b"HELO"):
+                    sess["helo"] = line[5:].decode("utf-8", "replace").strip()
+                    ext = [self.name, "PIPELINING", "8BITMIME", "SIZE 10240000",
+                           "ENHANCEDSTATUSCODES"]
+                    for i, l in enumerate(ext):
+                        send("250%s%s" % ("-" if i < len(ext) - 1 else " ", l))
+                elif verb == b"MAIL":
+                    now = time.monotonic()
+                    with self.lock:
+                        self.mails.append(now)
+                    reply = self.mail_policy(self, sess, now) if self.mail_policy else None
+                    if reply:
+                        with self.lock:
+                            self.policy_replies.append((now, reply))
+                        send(reply)
+                        if reply.startswith("421"):
+                            return
+                        sender = None
+                        continue
+                    m = re.match(rb"MAIL FROM:<([^>]*)>", line, re.I)
+                    sender, rcpts = (m.group(1).decode() if m else ""), []
+                    send("250 2.1.0 Ok")
+                elif verb == b"RCPT":
+                    if sender is None:
+                        send("503 5.5.1 need MAIL first")
+                        continue
+                    m = re.match(rb"RCPT TO:<([^>]*)>", line, re.I)
+                    rcpts.append(m.group(1).decode() if m else None)
+                    send("250 2.1.5 Ok")
+                elif verb == b"DATA":
+                    if sender is None or not rcpts:
+                        send("503 5.5.1 no valid recipients")
+                        continue
+                    send("354 End data with <CR><LF>.<CR><LF>")
+                    lines = []
+                    while True:
+                        l = read_line()
+                        if l == b".":
+                            break
+                        lines.append(l[1:] if l.startswith(b".") else l)
+                    content = b"".join(l + b"\r\n" for l in lines)
+                    with self.lock:
+                        sess["msgs"] += 1
+                        self.accepted.append(PolicingHost.Accepted(
+                            t=time.monotonic(), session=sess["n"], peer=sess["peer"],
+                            helo=sess["helo"], sender=sender, rcpts=rcpts, content=content))
+                    send("250 2.0.0 Ok: queued")
+                    sender, rcpts = None, []
+                elif verb == b"RSET":
+                    sender, rcpts = None, []
+                    send("250 2.0.0 Ok")
+                elif verb == b"NOOP":
+                    send("250 2.0.0 Ok")
+                elif verb == b"QUIT":
+                    # the session is over for counting before the client can see it
+                    # is: a client that opens its next connection on our 221 is
+                    # within its limit
+                    self._end(sess)
+                    send("221 2.0.0 Bye")
+                    return
+                else:
+                    send("502 5.5.2 Error: command not recognized")
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._end(sess)
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+
 # --------------------------------------------------------------------------- smtp-sink
 
 
@@ -710,6 +910,11 @@ class MailNet:
 
     def scripted(self, ip, behaviours=("ok",), name=None):
         h = ScriptedHost(ip, self.port, name or ip, behaviours)
+        self.hosts.append(h)
+        return h.start()
+
+    def policing(self, ip, name=None, **kw):
+        h = PolicingHost(ip, self.port, name or ip, **kw)
         self.hosts.append(h)
         return h.start()
 
@@ -840,7 +1045,8 @@ def make_tls_cert(workdir, cn):
 # --------------------------------------------------------------------------- injection
 
 ACCT_KEYS = {"ts", "type", "msgid", "campaign", "sender", "recipient", "domain", "site", "mx",
-             "ip", "source", "tls", "cipher", "code", "enh", "diag", "attempt", "queue_s"}
+             "ip", "source", "vmta", "pool", "tls", "cipher", "code", "enh", "diag", "attempt",
+             "queue_s"}
 
 
 def inject_many(volley, messages, sessions=1):

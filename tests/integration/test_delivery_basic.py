@@ -111,6 +111,7 @@ def test_byte_exact_delivery(mailnet, volley_factory):
         assert rec["sender"] == SENDER and rec["recipient"] == addr, rec
         assert rec["campaign"] == "spring-2024", rec
         assert rec["tls"] == "" and rec["cipher"] == "" and rec["source"] == "", rec
+        assert rec["vmta"] == "default" and rec["pool"] == "default", rec
         assert isinstance(rec["queue_s"], int) and 0 <= rec["queue_s"] < 120, rec
 
     st = v.ctl({"cmd": "status"})

@@ -124,8 +124,16 @@ def test_volleyctl_sites(mailnet, volley_factory):
     head = lines[0].split()
     for col in ("SITE", "CONNS", "QUEUED", "DELIVERED", "DEFERRED", "BOUNCED"):
         assert col in head, lines[0]
-    rows = {l.split()[0]: l.split() for l in lines[1:] if l.strip()}
+    # two tables: sites, then a blank line and one row per (source, site) pair
+    blank = lines.index("")
+    rows = {l.split()[0]: l.split() for l in lines[1:blank]}
     assert set(rows) == {"mx.s.test", "mx.q.test"}, lines
+    phead = lines[blank + 1].split()
+    assert phead[:4] == ["SITE", "CLASS", "SOURCE", "STATE"], lines
+    prows = {l.split()[0]: l.split() for l in lines[blank + 2:] if l.strip()}
+    assert set(prows) == {"mx.s.test", "mx.q.test"}, lines
+    # no rules file: class "default", source "default", state normal
+    assert prows["mx.s.test"][1:4] == ["default", "default", "normal"], lines
     row = rows["mx.s.test"]
     assert row[1:6] == [str(s["connections"]), "0", "3", "0", "0"], lines
     row = rows["mx.q.test"]

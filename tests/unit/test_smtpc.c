@@ -719,9 +719,16 @@ static void test_rcpt_outcome(void **state)
     assert_ptr_equal(smtpc_rcpt_outcome(&x.t, 1), &x.rr[1]);
     x.t.mail_reply.code = 451;
     assert_ptr_equal(smtpc_rcpt_outcome(&x.t, 0), &x.t.mail_reply);
+    /* a refusal that arrived before the session died still decides */
     x.t.fail = SMTPC_FAIL_DROPPED;
     x.t.data_reply.code = 0;
+    assert_ptr_equal(smtpc_rcpt_outcome(&x.t, 0), &x.t.mail_reply);
+    x.t.mail_reply.code = 250;
+    assert_ptr_equal(smtpc_rcpt_outcome(&x.t, 1), &x.rr[1]);
+    /* accepted so far, then dropped: the session failure */
     assert_null(smtpc_rcpt_outcome(&x.t, 0));
+    x.rr[1].code = 0; /* never answered */
+    assert_null(smtpc_rcpt_outcome(&x.t, 1));
     assert_string_equal(smtpc_fail_str(SMTPC_FAIL_TIMEOUT), "timeout");
     assert_string_equal(smtpc_tls_str(SMTPC_TLS_REQUIRED), "required");
 }
