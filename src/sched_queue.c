@@ -1758,6 +1758,12 @@ static void sched_dns_done(void *arg, const char *dnsname, const struct dns_rout
         site->wake = evtimer_new(s->p.base, sched_site_wake_cb, site);
         sched_site_match(s, site);
         sched_site_sync_pairs(s, site, now_ms());
+    } else if (d->site != site && strcmp(site->lim.rule, "default") == 0) {
+        /* no rule named the site yet: a domain joining it may (a provider's rule,
+         * matched by one of its domains or MX names, holds for all it receives) */
+        str_copy(site->first_domain, sizeof site->first_domain, domain);
+        sched_site_match(s, site);
+        if (strcmp(site->lim.rule, "default") != 0) sched_site_sync_pairs(s, site, now_ms());
     }
     d->site = site;
     d->expires_ms = r->expires_ms;

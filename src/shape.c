@@ -520,7 +520,7 @@ static int shape_layer_key(struct shape_ld *ld, const config_setting_t *s, const
     shape_key(key, sizeof key, pfx, name);
     for (size_t i = 0; i < ARRAY_LEN(shape_int_keys); i++) {
         const struct shape_int_key *k = &shape_int_keys[i];
-        long long v;
+        long long v = 0;
         if (strcmp(name, k->name) != 0) continue;
         if (shape_get_int(ld, s, key, k->min, k->max, &v) < 0) return -1;
         if (k->bit == SHAPE_L_MSG_BURST)
@@ -711,7 +711,7 @@ static int shape_parse_warmup_daily(struct shape_ld *ld, const config_setting_t 
     for (int i = 0; i < n; i++) {
         const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
         char ekey[192];
-        long long v;
+        long long v = 0;
         snprintf(ekey, sizeof ekey, "%s[%d]", key, i);
         if (shape_get_int(ld, e, ekey, 1, SHAPE_DAILY_MAX, &v) < 0) return -1;
         src->warmup_daily[src->nwarmup++] = v;
@@ -952,7 +952,7 @@ static int shape_parse_response(struct shape_ld *ld, const config_setting_t *g, 
         if (strcmp(name, "name") == 0) {
             if (shape_get_name(ld, s, key, resp->rule) < 0) return -1;
         } else if (strcmp(name, "code") == 0) {
-            long long v;
+            long long v = 0;
             if (shape_get_int(ld, s, key, 0, 599, &v) < 0) return -1;
             if (v != 0 && v < 400)
                 return shape_fail(ld, s, key, "%lld: must be 0 (any) or a 4xx/5xx code", v);
@@ -1011,7 +1011,7 @@ static int shape_parse_response(struct shape_ld *ld, const config_setting_t *g, 
         if (shape_get_rate(ld, rate, key, &resp->rate, &burst) < 0) return -1;
     }
     if (conn) {
-        long long v;
+        long long v = 0;
         shape_key(key, sizeof key, pfx, "max_connections");
         if (shape_get_int(ld, conn, key, 1, SHAPE_CONN_MAX, &v) < 0) return -1;
         resp->max_connections = (int)v;

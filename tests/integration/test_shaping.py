@@ -116,6 +116,24 @@ def test_connection_and_per_connection_limits_hold(mailnet, volley_factory):
     assert not _shaping_recs(v, "deferred")
 
 
+def test_a_provider_rule_names_a_site_first_reached_by_another_domain(mailnet, volley_factory):
+    # two domains on one receiving host: the site is one, and the rule that matches
+    # the second domain's MX name governs it even though the first domain came first
+    v = _start(mailnet, volley_factory, '''
+        rules = ( { name = "provider"; match = [ "mx:mx.big.test" ]; max_connections = 3; } );
+    ''', {"small.test": ("mx.small.test", "127.0.0.2"), "big.test": ("mx.big.test", "127.0.0.2")})
+    host = mailnet.policing("127.0.0.2", "mx.shared.test")
+    first = _inject(v, ["a@small.test"], "small")
+    wait_final(v, [(m, r) for m, r, _ in first], timeout=10)
+    assert [p["site_class"] for p in _pairs(v).values()] == ["default"]
+    second = _inject(v, ["b@big.test"], "big")
+    wait_final(v, [(m, r) for m, r, _ in second], timeout=10)
+    pairs = _pairs(v)
+    assert len(pairs) == 1 and list(pairs.values())[0]["site_class"] == "provider", pairs
+    assert list(pairs.values())[0]["max_connections"] <= 3, pairs
+    assert len(host.accepted) == 2
+
+
 # --------------------------------------------------------------------------- backoff
 
 
