@@ -724,25 +724,27 @@ static void sched_shape_log(struct sched *s, const struct sched_site *site,
  * sched_shape_reply - feedback from a reply on conn (a session failure comes as
  * code 0 with its diagnostic): 421s and failures close the pair's concurrency
  * window; a matching response rule may suspend the pair or lower its limits.
- * Returns the rule's action (SHAPE_ACT_BOUNCE: the caller fails the recipient).
+ * Returns the rule's action (SHAPE_ACT_BOUNCE: the caller fails the recipient)
+ * and the matching rule in *resp (zeroed when none).
  * apply false: only look the action up (the pair was already told this round).
  */
 static enum SHAPE_ACTION sched_shape_reply(struct sched *s, struct sched_conn *conn,
-                                           const struct smtpc_reply *r, bool apply)
+                                           const struct smtpc_reply *r, bool apply,
+                                           struct shape_response *resp)
 {
+    memset(resp, 0, sizeof *resp);
     if (r->code >= 200 && r->code < 300) return SHAPE_ACT_NONE;
-    struct shape_response resp;
-    bool hit = shape_response_match(sched_rules(s), r->code, r->enh, r->text, &resp);
-    if (!apply || !conn || !conn->pair) return hit ? resp.action : SHAPE_ACT_NONE;
+    bool hit = shape_response_match(sched_rules(s), r->code, r->enh, r->text, resp);
+    if (!apply || !conn || !conn->pair) return resp->action;
     int64_t now = now_ms();
     struct sched_pair *p = conn->pair;
     if (r->code == 421 || r->code == 0) shape_state_failure(&p->st);
     if (!hit) return SHAPE_ACT_NONE;
-    if (resp.action == SHAPE_ACT_SUSPEND || resp.action == SHAPE_ACT_BACKOFF) {
-        enum SHAPE_EVENT ev = shape_state_apply(&p->st, &conn->site->lim, &resp, now);
+    if (resp->action == SHAPE_ACT_SUSPEND || resp->action == SHAPE_ACT_BACKOFF) {
+        enum SHAPE_EVENT ev = shape_state_apply(&p->st, &conn->site->lim, resp, now);
         if (ev != SHAPE_EV_NONE) sched_shape_log(s, conn->site, p, ev, r, now);
     }
-    return resp.action;
+    return resp->action;
 }
 
 /* ---------------------------------------------------------------- outcomes */
@@ -1009,15 +1011,14 @@ static void sched_finish(struct sched *s, struct sched_job *job, struct sched_co
         out->reply = NULL;
         int code = o->replies[i].code;
         /* response rules: throttling replies slow the pair down; some mean bounce */
-        enum SHAPE_ACTION act = sched_shape_reply(s, conn, &o->replies[i], !shaped);
+        struct shape_response resp;
+        enum SHAPE_ACTION act = sched_shape_reply(s, conn, &o->replies[i], !shaped, &resp);
         if (act != SHAPE_ACT_NONE) shaped = true;
         if (act == SHAPE_ACT_BOUNCE && code < 500 && code >= 400) {
             /* a deferral that will never succeed: fail it now, saying why, with the
              * server's own reply kept in the text */
             struct smtpc_reply *rp = &o->replies[i];
-            struct shape_response resp;
             char text[sizeof rp->text];
-            shape_response_match(sched_rules(s), rp->code, rp->enh, rp->text, &resp);
             snprintf(text, sizeof text, "%d %s %.350s (made permanent by response rule %.63s)",
                      rp->code, rp->enh, rp->text, resp.rule);
             str_copy(rp->text, sizeof rp->text, text);
@@ -1452,7 +1453,8 @@ static void sched_conn_closed(void *arg, enum SMTPC_FAIL why, const struct smtpc
         struct smtpc_reply rep = {0};
         if (last && last->code) rep = *last;
         else sched_reply_set(&rep, 0, "", smtpc_fail_str(why));
-        sched_shape_reply(s, conn, &rep, true);
+        struct shape_response resp;
+        sched_shape_reply(s, conn, &rep, true, &resp);
     }
     if (conn->next_job) {
         struct sched_job *job = conn->next_job;
@@ -1566,11 +1568,30 @@ static bool sched_pair_spare(const struct sched_site *site, const struct sched_p
 }
 
 /*
+ * sched_pair_can_open - may pair open a connection now, its connection token
+ * aside?  Under its connection limit (which a backoff or the window may have
+ * lowered), no spare connection under a rate limit, and able to send now (not
+ * suspended, capped or out of message tokens); lowers *wait when it only has to
+ * wait.
+ */
+static bool sched_pair_can_open(struct sched *s, const struct sched_site *site,
+                                const struct sched_pair *p, int64_t now, int64_t *wait)
+{
+    if (p->nconn >= shape_state_max_conn(&p->st, &site->lim, now)) return false;
+    if (shape_state_rate(&p->st, &site->lim) > 0 && sched_pair_spare(site, p)) return false;
+    int64_t w = sched_pair_wait(s, p, now);
+    if (w > 0) {
+        if (w < *wait) *wait = w;
+        return false;
+    }
+    return true;
+}
+
+/*
  * sched_pool_choose - a pair of the site that may open a connection now for a job
- * of pool: weighted at random among the pool's sources whose pair is under its
- * connection limit (which a backoff or the window may have lowered), not waiting
- * (suspension, rate, warm-up) and with a connection token.  Sets *wait when one
- * only has to wait.
+ * of pool: weighted at random among the pool's sources whose pair can open
+ * (sched_pair_can_open) and has a connection token.  Sets *wait when one only has
+ * to wait.
  */
 static struct sched_pair *sched_pool_choose(struct sched *s, struct sched_site *site,
                                             const struct shape_pool *pool, int64_t now,
@@ -1580,13 +1601,7 @@ static struct sched_pair *sched_pool_choose(struct sched *s, struct sched_site *
     int weight[64], n = 0, total = 0;
     for (int i = 0; pool && i < pool->nmembers && n < 64; i++) {
         struct sched_pair *p = sched_site_pair(site, pool->members[i].source);
-        if (!p || p->nconn >= shape_state_max_conn(&p->st, &site->lim, now)) continue;
-        if (shape_state_rate(&p->st, &site->lim) > 0 && sched_pair_spare(site, p)) continue;
-        int64_t w = sched_pair_wait(s, p, now);
-        if (w > 0) {
-            if (w < *wait) *wait = w;
-            continue;
-        }
+        if (!p || !sched_pair_can_open(s, site, p, now, wait)) continue;
         cand[n] = p;
         weight[n] = pool->members[i].weight;
         total += weight[n++];
@@ -1644,11 +1659,9 @@ static struct sched_pair *sched_job_open_pair(struct sched *s, struct sched_site
     struct sched_pair *meant = job->src >= 0 ? sched_site_pair(site, job->src) : NULL;
     if (!meant || sched_pair_wait(s, meant, now) > SCHED_REASSIGN_MS)
         return sched_pool_choose(s, site, pool, now, wait);
-    if (meant->nconn >= shape_state_max_conn(&meant->st, &site->lim, now)) return NULL;
-    if (shape_state_rate(&meant->st, &site->lim) > 0 && sched_pair_spare(site, meant))
-        return NULL;
-    int64_t w = sched_pair_wait(s, meant, now);
-    if (w == 0 && shape_state_may_connect(&meant->st, now, &w)) return meant;
+    if (!sched_pair_can_open(s, site, meant, now, wait)) return NULL;
+    int64_t w;
+    if (shape_state_may_connect(&meant->st, now, &w)) return meant;
     if (w < *wait) *wait = w;
     return NULL;
 }

@@ -512,6 +512,25 @@ static int smtpd_campaign_valid(const char *v)
     return 1;
 }
 
+/*
+ * smtpd_take_control - remove the control header name (X-Volley-*) from the first
+ * *len octets of the message into out ("" when absent; *len shrinks); NULL, or the
+ * refusal: bad_value when it is malformed or not a valid token, twice when it
+ * appears more than once.
+ */
+static const char *smtpd_take_control(struct smtpd_session *s, size_t *len, const char *name,
+                                      char *out, size_t outsz, const char *bad_value,
+                                      const char *twice)
+{
+    char dup[8];
+    int rc = msg_header_take((char *)s->content.data, len, name, out, outsz);
+    if (rc < 0 || (rc == 1 && !smtpd_campaign_valid(out))) return bad_value;
+    size_t rest = *len;
+    if (rc == 1 && msg_header_take((char *)s->content.data, &rest, name, dup, sizeof dup) != 0)
+        return twice;
+    return NULL;
+}
+
 /* smtpd_job_free - release a job and the message it carries */
 static void smtpd_job_free(struct smtpd_job *j)
 {
@@ -593,31 +612,19 @@ static void smtpd_data_end(struct smtpd_session *s)
         fault = "550 5.6.0 Message contains a bare CR or LF; lines must end with CRLF";
     if (!fault) {
         size_t len = s->content.len;
-        int rc = msg_header_take((char *)s->content.data, &len, "X-Volley-Campaign", campaign,
-                                 sizeof campaign);
-        char dup[8];
-        size_t len2 = len;
-        if (rc < 0 || (rc == 1 && !smtpd_campaign_valid(campaign)))
-            fault = "550 5.6.0 Invalid X-Volley-Campaign: use 1-128 of A-Z a-z 0-9 . _ - : + @";
-        else if (rc == 1 && msg_header_take((char *)s->content.data, &len2, "X-Volley-Campaign",
-                                            dup, sizeof dup) != 0)
-            fault = "550 5.6.0 More than one X-Volley-Campaign header";
-        if (!fault) {
-            /* the shaping pool asked for: one header, a pool the rules know */
-            size_t len3 = len;
-            rc = msg_header_take((char *)s->content.data, &len3, "X-Volley-Pool", pool,
-                                 sizeof pool);
-            len2 = len3;
-            if (rc < 0 || (rc == 1 && !smtpd_campaign_valid(pool)))
-                fault = "550 5.6.0 Invalid X-Volley-Pool: use a pool name from the shaping rules";
-            else if (rc == 1 && msg_header_take((char *)s->content.data, &len2, "X-Volley-Pool",
-                                                dup, sizeof dup) != 0)
-                fault = "550 5.6.0 More than one X-Volley-Pool header";
-            else if (rc == 1 && !shape_pool_find(eng->rules->rules, pool)) {
-                snprintf(fault_buf, sizeof fault_buf, "550 5.6.0 Unknown X-Volley-Pool: %s", pool);
-                fault = fault_buf;
-            }
-            len = len3;
+        fault = smtpd_take_control(s, &len, "X-Volley-Campaign", campaign, sizeof campaign,
+                                   "550 5.6.0 Invalid X-Volley-Campaign: use 1-128 of A-Z a-z "
+                                   "0-9 . _ - : + @",
+                                   "550 5.6.0 More than one X-Volley-Campaign header");
+        /* the shaping pool asked for: one header, a pool the rules know */
+        if (!fault)
+            fault = smtpd_take_control(s, &len, "X-Volley-Pool", pool, sizeof pool,
+                                       "550 5.6.0 Invalid X-Volley-Pool: use a pool name from "
+                                       "the shaping rules",
+                                       "550 5.6.0 More than one X-Volley-Pool header");
+        if (!fault && *pool && !shape_pool_find(eng->rules->rules, pool)) {
+            snprintf(fault_buf, sizeof fault_buf, "550 5.6.0 Unknown X-Volley-Pool: %s", pool);
+            fault = fault_buf;
         }
         if (!fault) {
             smtpd_inflight_sub(eng, s->content.len - len);

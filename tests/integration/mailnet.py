@@ -417,7 +417,55 @@ class _LineConn:
         return line
 
 
-class ScriptedHost:
+class _RawHost:
+    """What ScriptedHost and PolicingHost share: a listening socket on (ip, port)
+    polled by an accept thread until stop(); each connection goes to _accepted(conn,
+    peer), which serves it (on a thread of its own) or closes it."""
+
+    def __init__(self, ip, port, name):
+        self.ip, self.port, self.name = ip, port, name
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.conns = []  # to close at stop(), for hosts that hold connections open
+        self.sock = None
+        self.thread = None
+
+    def start(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((self.ip, self.port))
+        self.sock.listen(128)
+        self.sock.settimeout(0.1)
+        self.thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.stopping.set()
+        if self.thread:
+            self.thread.join(5)
+        if self.sock:
+            self.sock.close()
+        with self.lock:
+            conns = list(self.conns)
+        for c in conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def _accept_loop(self):
+        while not self.stopping.is_set():
+            try:
+                conn, peer = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self._accepted(conn, peer)
+
+
+class ScriptedHost(_RawHost):
     """A raw-socket SMTP server.  Behaviours (per connection, the last repeats):
 
       ok             a plain, correct server (PIPELINING, 8BITMIME, SIZE,
@@ -444,64 +492,26 @@ class ScriptedHost:
     """
 
     def __init__(self, ip, port, name, behaviours=("ok",)):
-        self.ip = ip
-        self.port = port
-        self.name = name
+        super().__init__(ip, port, name)
         self.behaviours = list(behaviours)
-        self.lock = threading.Lock()
         self.sessions = 0
         self.log = []          # (session, behaviour, event)
         self.envelopes = []    # accepted
         self.partial = []      # texts seen but not acknowledged (drop-dot, stall-dot)
         self.after_dot = 0
-        self.stopping = threading.Event()
-        self.conns = []
-        self.sock = None
-        self.thread = None
 
     def set_behaviours(self, behaviours):
         with self.lock:
             done = self.sessions
             self.behaviours = self.behaviours[:done] + list(behaviours)
 
-    def start(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((self.ip, self.port))
-        self.sock.listen(64)
-        self.sock.settimeout(0.1)
-        self.thread = threading.Thread(target=self._accept_loop, daemon=True)
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.stopping.set()
-        if self.thread:
-            self.thread.join(5)
-        if self.sock:
-            self.sock.close()
+    def _accepted(self, conn, peer):
         with self.lock:
-            conns = list(self.conns)
-        for c in conns:
-            try:
-                c.close()
-            except OSError:
-                pass
-
-    def _accept_loop(self):
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                self.sessions += 1
-                n = self.sessions
-                b = self.behaviours[min(n - 1, len(self.behaviours) - 1)]
-                self.conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn, n, b), daemon=True).start()
+            self.sessions += 1
+            n = self.sessions
+            b = self.behaviours[min(n - 1, len(self.behaviours) - 1)]
+            self.conns.append(conn)
+        threading.Thread(target=self._serve, args=(conn, n, b), daemon=True).start()
 
     def _event(self, n, b, what):
         with self.lock:
@@ -633,7 +643,7 @@ class ScriptedHost:
                 pass
 
 
-class PolicingHost:
+class PolicingHost(_RawHost):
     """A raw-socket SMTP server that polices its clients the way big receivers do,
     and records what it saw with times so a test can check limits on the receiving
     side.
@@ -657,10 +667,9 @@ class PolicingHost:
             return "Accepted(%r)" % self.__dict__
 
     def __init__(self, ip, port, name, max_conns=None, mail_policy=None):
-        self.ip, self.port, self.name = ip, port, name
+        super().__init__(ip, port, name)
         self.max_conns = max_conns
         self.mail_policy = mail_policy
-        self.lock = threading.Lock()
         self.active = 0
         self.max_active = 0
         self.refused = 0
@@ -669,30 +678,6 @@ class PolicingHost:
         self.accepted = []
         self.policy_replies = []
         self.mails = []
-        self.stopping = threading.Event()
-        self.sock = None
-        self.thread = None
-
-    def start(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((self.ip, self.port))
-        self.sock.listen(128)
-        self.sock.settimeout(0.1)
-        self.thread = threading.Thread(target=self._accept_loop, daemon=True)
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.stopping.set()
-        if self.thread:
-            self.thread.join(5)
-        if self.sock:
-            self.sock.close()
-
-    def accepted_since(self, t):
-        with self.lock:
-            return [a for a in self.accepted if a.t >= t]
 
     def max_in_window(self, seconds):
         """The most messages accepted within any window of the given length."""
@@ -705,33 +690,26 @@ class PolicingHost:
             best = max(best, i - j + 1)
         return best
 
-    def _accept_loop(self):
-        while not self.stopping.is_set():
-            try:
-                conn, peer = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                over = self.max_conns is not None and self.active >= self.max_conns
-                if over:
-                    self.refused += 1
-                else:
-                    self.active += 1
-                    self.max_active = max(self.max_active, self.active)
-                    self.nsessions += 1
-                    sess = {"n": self.nsessions, "peer": peer[0], "helo": None,
-                            "start": time.monotonic(), "end": None, "msgs": 0}
-                    self.sessions.append(sess)
+    def _accepted(self, conn, peer):
+        with self.lock:
+            over = self.max_conns is not None and self.active >= self.max_conns
             if over:
-                try:
-                    conn.sendall(b"421 4.7.0 Too many concurrent connections from this IP\r\n")
-                    conn.close()
-                except OSError:
-                    pass
-                continue
-            threading.Thread(target=self._serve, args=(conn, sess), daemon=True).start()
+                self.refused += 1
+            else:
+                self.active += 1
+                self.max_active = max(self.max_active, self.active)
+                self.nsessions += 1
+                sess = {"n": self.nsessions, "peer": peer[0], "helo": None,
+                        "start": time.monotonic(), "end": None, "msgs": 0}
+                self.sessions.append(sess)
+        if over:
+            try:
+                conn.sendall(b"421 4.7.0 Too many concurrent connections from this IP\r\n")
+                conn.close()
+            except OSError:
+                pass
+            return
+        threading.Thread(target=self._serve, args=(conn, sess), daemon=True).start()
 
     def _end(self, sess):
         with self.lock:
@@ -742,7 +720,7 @@ class PolicingHost:
     def _serve(self, conn, sess):
         conn.settimeout(0.2)
         lc = _LineConn(conn, self.stopping)
-        send, read_line, buf = lc.send, lc.read_line, lc.buf
+        send, read_line = lc.send, lc.read_line
 
         try:
             send("220 %s ESMTP policing" % self.name)

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from mailnet import acct_records, wait_acct, wait_final, wait_until
+from mailnet import acct_records, wait_final, wait_until
 from volley_harness import VOLLEYD, dot_stuff, expect, make_body, render_config
 
 SENDER = "bulk@example.org"
@@ -246,7 +246,6 @@ def test_bounce_action_fails_a_deferral_that_will_never_succeed(mailnet, volley_
     assert v.list() == {}
 
 
-@pytest.mark.conf({})
 def test_connection_cap_replies_close_the_window(mailnet, volley_factory):
     v = _start(mailnet, volley_factory, '''
         defaults = { max_connections = 8; };
