@@ -304,8 +304,11 @@ def test_sources_bind_their_address_and_ehlo_by_pool(mailnet, volley_factory):
         a = by_rcpt[rcpt]
         assert (a.peer, a.helo) == ("127.0.0.51", "s2.volley.test"), a
         assert b"x-volley-pool" not in a.content.lower()
-    peers = {by_rcpt[r].peer for _, r, _ in promo}
-    assert peers == {"127.0.0.50", "127.0.0.51"}, peers
+    peers = [by_rcpt[r].peer for _, r, _ in promo]
+    assert set(peers) == {"127.0.0.50", "127.0.0.51"}, peers
+    # "s1", "s2:3": the pool's messages take turns by weight (30 of 40 from s2),
+    # whichever connections happen to be open
+    assert 25 <= peers.count("127.0.0.51") <= 35, peers
     # accounting names the source address, the vmta and the pool
     for (m, r), recs in out.items():
         rec = recs[-1]
