@@ -8,6 +8,7 @@
 #include "shape.h"
 #include "smtpd.h"
 #include "util.h"
+#include "warmup.h"
 #include "worker.h"
 
 #include <openssl/ssl.h>
@@ -293,6 +294,11 @@ struct engine *engine_create(struct conf *conf, char *err, size_t errsz)
         goto fail;
     eng->rules = engine_rules_load(conf->shaping_rules_file, err, errsz);
     if (!eng->rules) goto fail;
+    eng->warmup = warmup_new();
+    if (warmup_load(eng->warmup, eng->spool, now_ms() / WARMUP_DAY_MS) < 0) {
+        snprintf(err, errsz, "spool %s: cannot read the warm-up counts", conf->spool_dir);
+        goto fail;
+    }
     if (engine_start_workers(eng, err, errsz) < 0)
         goto fail;
 
@@ -349,6 +355,7 @@ void engine_free(struct engine *eng)
     /* spool_close runs every queued op to completion; their jobs land in the
      * mailbox and are completed (with their requesters gone) below. */
     spool_close(eng->spool);
+    warmup_free(eng->warmup);
     mbox_free(eng->mbox);
     if (eng->exit_poll)
         event_free(eng->exit_poll);

@@ -86,6 +86,7 @@ struct engine {
     struct smtpd *smtpd;
     struct ctl *ctl;
     struct engine_rules *rules; /* the front thread's reference */
+    struct warmup *warmup;      /* warm-up counts shared by the workers */
 };
 
 /* engine_create - build the loop and open the spool; NULL + err on failure */

@@ -28,6 +28,7 @@
 #include "shape.h"
 #include "smtpc.h"
 #include "util.h"
+#include "warmup.h"
 
 #include <arpa/inet.h>
 #include <fnmatch.h>
@@ -77,6 +78,9 @@ struct sched_job {
     unsigned pool_gen;
     int src; /* the source of its pool it is meant for (weighted turn), -1 = any */
     int64_t hold_until_ms; /* set: settle as deferred until then (no source can send) */
+    uint8_t *warm_key;     /* the warm-up count it took (warmup_key), NULL if none: it
+                              goes to the outcome op, or is given back unsent */
+    size_t warm_keylen;
 
     /* while being sent */
     const char **rcpt_ptrs;
@@ -104,6 +108,7 @@ struct sched_pair {
      * the "last minute" figure volleyctl sites shows */
     uint32_t sec_sent[60];
     int64_t sec_last;
+    int64_t day, sent_today; /* messages today (UTC), for volleyctl sites */
 };
 
 struct sched_site {
@@ -121,6 +126,7 @@ struct sched_site {
     char last_reply[300];
     uint64_t delivered, deferred, bounced;
     struct shape_limits lim; /* from the rules matching the first domain routed here */
+    struct shape_bucket msg_bucket, conn_bucket; /* site-wide rates over all sources */
     char first_domain[DNS_NAME_MAX];
     struct sched_pair **pairs;
     int npairs;
@@ -232,6 +238,8 @@ struct sched_out {
     char source_name[SHAPE_NAME_MAX];
     char source_addr[64];
     char pool[SHAPE_NAME_MAX];
+    uint8_t warm_key[WARMUP_KEY_MAX]; /* the warm-up count committed with the outcomes */
+    struct spool_count warm_count;
     /* the DSN to the sender (delivery.dsn), stored with the outcomes */
     struct spool_msg dsn;
     struct vbuf dsn_content;
@@ -329,6 +337,16 @@ static void sched_msg_unref(struct sched_msg *m)
     free(m);
 }
 
+/* sched_job_warm_return - a job that took a warm-up count goes back unsent: give
+ * the count back */
+static void sched_job_warm_return(struct sched *s, struct sched_job *job)
+{
+    if (!job->warm_key) return;
+    warmup_untake_key(s->p.warmup, job->warm_key, job->warm_keylen);
+    free(job->warm_key);
+    job->warm_key = NULL;
+}
+
 /* sched_job_free - free a job; its recipients leave memory (not the in-flight set:
  * that happens when their outcome is committed, or here when drop_keys) */
 static void sched_job_free(struct sched *s, struct sched_job *job, bool drop_keys)
@@ -338,6 +356,7 @@ static void sched_job_free(struct sched *s, struct sched_job *job, bool drop_key
         free(job->rcpts[i].addr);
     }
     s->ready -= job->nrcpt;
+    sched_job_warm_return(s, job);
     free(job->rcpts);
     free(job->rcpt_ptrs);
     free(job->replies);
@@ -532,6 +551,9 @@ static void sched_site_match(struct sched *s, struct sched_site *site)
         l->max_messages_per_connection = (int)c->delivery_max_msgs_per_conn;
     if (l->max_recipients_per_transaction > c->delivery_max_rcpts_per_txn)
         l->max_recipients_per_transaction = (int)c->delivery_max_rcpts_per_txn;
+    int64_t now = now_ms();
+    shape_bucket_set(&site->msg_bucket, l->message_rate_site, l->message_burst_site, now);
+    shape_bucket_set(&site->conn_bucket, l->connection_rate_site, l->connection_burst_site, now);
 }
 
 /* sched_site_sync_pairs - one pair per source of the rule set: new sources start
@@ -590,13 +612,15 @@ static bool sched_pool_has(const struct shape_pool *pool, int src)
 
 /* sched_pair_wait - ms until pair could send a message: 0 now, INT64_MAX never
  * (source gone); looks only, takes no token */
-static int64_t sched_pair_wait(const struct sched *s, const struct sched_pair *p, int64_t now)
+static int64_t sched_pair_wait(const struct sched *s, const struct sched_site *site,
+                               const struct sched_pair *p, int64_t now)
 {
     if (p->src < 0) return INT64_MAX;
     if (p->st.mode == SHAPE_SUSPENDED) return p->st.until_ms > now ? p->st.until_ms - now : 0;
     int64_t cap = shape_warmup_cap(shape_source(sched_rules(s), p->src), now);
-    if (cap >= 0 && p->st.day == now / 86400000 && p->st.sent_today >= cap)
-        return 86400000 - now % 86400000; /* the cap renews at midnight UTC */
+    if (cap >= 0 &&
+        warmup_count(s->p.warmup, p->source, site->lim.rule, now / WARMUP_DAY_MS) >= cap)
+        return WARMUP_DAY_MS - now % WARMUP_DAY_MS; /* the cap renews at midnight UTC */
     return shape_bucket_wait_ms(&p->st.msg_bucket, now);
 }
 
@@ -634,7 +658,7 @@ static int sched_site_turn(struct sched *s, struct sched_site *site,
     int best = -1, total = 0;
     for (int i = 0; i < pool->nmembers; i++) {
         struct sched_pair *p = sched_site_pair(site, pool->members[i].source);
-        if (!p || sched_pair_wait(s, p, now) > SCHED_REASSIGN_MS) continue;
+        if (!p || sched_pair_wait(s, site, p, now) > SCHED_REASSIGN_MS) continue;
         t->cur[i] += pool->members[i].weight;
         total += pool->members[i].weight;
         if (best < 0 || t->cur[i] > t->cur[best]) best = i;
@@ -655,7 +679,7 @@ static bool sched_job_fits(struct sched *s, struct sched_site *site, struct sche
     if (!sched_pool_has(sched_job_pool(s, job), pair->src)) return false;
     if (job->src < 0 || job->src == pair->src) return true;
     struct sched_pair *meant = sched_site_pair(site, job->src);
-    return !meant || sched_pair_wait(s, meant, now) > SCHED_REASSIGN_MS;
+    return !meant || sched_pair_wait(s, site, meant, now) > SCHED_REASSIGN_MS;
 }
 
 /* sched_pair_ring - move the per-second ring up to now's second, clearing the
@@ -675,6 +699,11 @@ static void sched_pair_sent(struct sched_pair *p, int64_t now)
 {
     sched_pair_ring(p, now);
     p->sec_sent[p->sec_last % 60]++;
+    if (now / WARMUP_DAY_MS != p->day) {
+        p->day = now / WARMUP_DAY_MS;
+        p->sent_today = 0;
+    }
+    p->sent_today++;
 }
 
 /* sched_pair_last_minute - messages the pair sent in the last 60 seconds */
@@ -1062,6 +1091,16 @@ static void sched_finish(struct sched *s, struct sched_job *job, struct sched_co
     o->ej.op.type = SPOOL_OP_OUTCOMES;
     o->ej.op.outcomes = o->outs;
     o->ej.op.noutcomes = o->n;
+    if (job->warm_key) { /* the count commits with what it counts */
+        memcpy(o->warm_key, job->warm_key, job->warm_keylen);
+        o->warm_count.key = o->warm_key;
+        o->warm_count.keylen = job->warm_keylen;
+        o->warm_count.add = 1;
+        o->ej.op.counts = &o->warm_count;
+        o->ej.op.ncounts = 1;
+        free(job->warm_key);
+        job->warm_key = NULL;
+    }
     o->ej.complete = sched_out_done;
     /* the job leaves memory now; its keys stay in the set until the commit */
     for (uint32_t i = 0; i < job->nrcpt; i++)
@@ -1224,8 +1263,9 @@ static void sched_site_unpick(struct sched_site *site, struct sched_job *job)
 }
 
 /* sched_job_unprepare - undo sched_job_prepare (the job goes back to a queue) */
-static void sched_job_unprepare(struct sched_job *job)
+static void sched_job_unprepare(struct sched *s, struct sched_job *job)
 {
+    sched_job_warm_return(s, job);
     vbuf_free(&job->content);
     free(job->rcpt_ptrs);
     free(job->replies);
@@ -1289,7 +1329,9 @@ static struct sched_job *sched_conn_take(struct sched_conn *conn,
     struct sched_site *site = conn->site;
     struct sched_pair *p = conn->pair;
     int64_t now = now_ms();
-    int64_t wait = sched_pair_wait(s, p, now);
+    int64_t wait = sched_pair_wait(s, site, p, now);
+    int64_t site_wait = shape_bucket_wait_ms(&site->msg_bucket, now);
+    if (site_wait > wait) wait = site_wait;
     if (wait > 0) {
         sched_site_wake_in(site, wait);
         return NULL;
@@ -1301,12 +1343,30 @@ static struct sched_job *sched_conn_take(struct sched_conn *conn,
         if (job->nrcpt > (uint32_t)site->lim.max_recipients_per_transaction)
             sched_job_split(site, job, (uint32_t)site->lim.max_recipients_per_transaction);
     } while (sched_job_prepare(s, job) < 0);
-    if (!shape_state_may_send(&p->st, shape_source(sched_rules(s), p->src), now, &wait)) {
-        sched_job_unprepare(job);
+    /* the warm-up count first: sched_pair_wait saw room, but another worker sending
+     * to a site of the same class may have taken it since */
+    int64_t cap = shape_warmup_cap(shape_source(sched_rules(s), p->src), now);
+    int64_t day = now / WARMUP_DAY_MS;
+    if (cap >= 0) {
+        uint8_t key[WARMUP_KEY_MAX];
+        size_t kl = warmup_key(key, sizeof key, p->source, site->lim.rule, day);
+        if (!warmup_take(s->p.warmup, p->source, site->lim.rule, day, cap)) {
+            sched_job_unprepare(s, job);
+            sched_site_unpick(site, job);
+            sched_site_wake_in(site, WARMUP_DAY_MS - now % WARMUP_DAY_MS);
+            return NULL;
+        }
+        job->warm_key = xmalloc(kl);
+        memcpy(job->warm_key, key, kl);
+        job->warm_keylen = kl;
+    }
+    if (!shape_state_may_send(&p->st, now, &wait)) {
+        sched_job_unprepare(s, job);
         sched_site_unpick(site, job);
         sched_site_wake_in(site, wait);
         return NULL;
     }
+    shape_bucket_take(&site->msg_bucket, now); /* there was one: its wait was 0 */
     sched_pair_sent(p, now);
     return job;
 }
@@ -1329,7 +1389,7 @@ static void sched_conn_chain(struct sched_conn *conn)
     if (smtpc_send(conn->c, &job->txn) < 0) {
         conn->next_job = NULL;
         job->dom->active--;
-        sched_job_unprepare(job);
+        sched_job_unprepare(s, job);
         sched_site_unpick(conn->site, job);
     }
 }
@@ -1363,7 +1423,7 @@ static void sched_conn_next(struct sched_conn *conn)
     if (smtpc_send(conn->c, &job->txn) < 0) {
         job->dom->active--;
         conn->job = NULL;
-        sched_job_unprepare(job);
+        sched_job_unprepare(s, job);
         sched_site_unpick(site, job); /* back to the queue */
         smtpc_quit(conn->c);
         return;
@@ -1464,7 +1524,7 @@ static void sched_conn_closed(void *arg, enum SMTPC_FAIL why, const struct smtpc
             job->txn.fail = job->txn.fail ? job->txn.fail : why;
             sched_finish(s, job, conn, NULL);
         } else { /* never attempted: back to the queue, no try counted */
-            sched_job_unprepare(job);
+            sched_job_unprepare(s, job);
             sched_site_unpick(site, job);
         }
     }
@@ -1515,7 +1575,7 @@ static void sched_site_shape_tick(struct sched *s, struct sched_site *site, int6
     }
     bool any_held = false; /* the common case: every pair can send soon, nothing to do */
     for (int k = 0; k < site->npairs && !any_held; k++)
-        any_held = sched_pair_wait(s, site->pairs[k], now) > SCHED_HOLD_MAX_MS;
+        any_held = sched_pair_wait(s, site, site->pairs[k], now) > SCHED_HOLD_MAX_MS;
     if (!any_held || !site->queued) return;
     struct sched_job **pp = &site->head, *prev = NULL, *held = NULL;
     while (*pp) {
@@ -1524,7 +1584,7 @@ static void sched_site_shape_tick(struct sched *s, struct sched_site *site, int6
         int64_t best = INT64_MAX;
         for (int i = 0; pool && i < pool->nmembers && best > 0; i++) {
             struct sched_pair *p = sched_site_pair(site, pool->members[i].source);
-            int64_t w = p ? sched_pair_wait(s, p, now) : INT64_MAX;
+            int64_t w = p ? sched_pair_wait(s, site, p, now) : INT64_MAX;
             if (w < best) best = w;
         }
         if (best <= SCHED_HOLD_MAX_MS) {
@@ -1579,12 +1639,30 @@ static bool sched_pair_can_open(struct sched *s, const struct sched_site *site,
 {
     if (p->nconn >= shape_state_max_conn(&p->st, &site->lim, now)) return false;
     if (shape_state_rate(&p->st, &site->lim) > 0 && sched_pair_spare(site, p)) return false;
-    int64_t w = sched_pair_wait(s, p, now);
+    int64_t w = sched_pair_wait(s, site, p, now);
+    int64_t site_wait = shape_bucket_wait_ms(&site->msg_bucket, now);
+    if (site_wait > w) w = site_wait;
     if (w > 0) {
         if (w < *wait) *wait = w;
         return false;
     }
     return true;
+}
+
+/*
+ * sched_pair_may_connect - take a connection token from pair and from the site's
+ * own connection rate (both or neither); lowers *wait when it has to wait
+ */
+static bool sched_pair_may_connect(struct sched_site *site, struct sched_pair *p, int64_t now,
+                                   int64_t *wait)
+{
+    int64_t w = shape_bucket_wait_ms(&site->conn_bucket, now);
+    if (w == 0 && shape_state_may_connect(&p->st, now, &w)) {
+        shape_bucket_take(&site->conn_bucket, now);
+        return true;
+    }
+    if (w < *wait) *wait = w;
+    return false;
 }
 
 /*
@@ -1610,9 +1688,7 @@ static struct sched_pair *sched_pool_choose(struct sched *s, struct sched_site *
         int r = (int)(random() % total), k = 0;
         while (r >= weight[k])
             r -= weight[k++];
-        int64_t w;
-        if (shape_state_may_connect(&cand[k]->st, now, &w)) return cand[k];
-        if (w < *wait) *wait = w;
+        if (sched_pair_may_connect(site, cand[k], now, wait)) return cand[k];
         total -= weight[k];
         cand[k] = cand[n - 1];
         weight[k] = weight[n - 1];
@@ -1657,13 +1733,10 @@ static struct sched_pair *sched_job_open_pair(struct sched *s, struct sched_site
 {
     const struct shape_pool *pool = sched_job_pool(s, job);
     struct sched_pair *meant = job->src >= 0 ? sched_site_pair(site, job->src) : NULL;
-    if (!meant || sched_pair_wait(s, meant, now) > SCHED_REASSIGN_MS)
+    if (!meant || sched_pair_wait(s, site, meant, now) > SCHED_REASSIGN_MS)
         return sched_pool_choose(s, site, pool, now, wait);
     if (!sched_pair_can_open(s, site, meant, now, wait)) return NULL;
-    int64_t w;
-    if (shape_state_may_connect(&meant->st, now, &w)) return meant;
-    if (w < *wait) *wait = w;
-    return NULL;
+    return sched_pair_may_connect(site, meant, now, wait) ? meant : NULL;
 }
 
 /* sched_dispatch - put idle connections to work and open new ones as allowed */
@@ -2099,7 +2172,10 @@ static json_t *sched_pair_json(struct sched *s, const struct sched_site *site,
     if (p->st.mode == SHAPE_SUSPENDED || p->st.mode == SHAPE_BACKOFF)
         time_rfc3339(p->st.until_ms, t, sizeof t);
     int64_t cap = p->src >= 0 ? shape_warmup_cap(shape_source(sched_rules(s), p->src), now) : -1;
-    int64_t today = p->st.day == now / 86400000 ? p->st.sent_today : 0;
+    /* under warm-up, the class's count (every site of the class, every worker) */
+    int64_t today = cap >= 0 ? warmup_count(s->p.warmup, p->source, site->lim.rule,
+                                            now / WARMUP_DAY_MS)
+                             : p->day == now / WARMUP_DAY_MS ? p->sent_today : 0;
     return json_pack("{s:s, s:b, s:s, s:s, s:s, s:i, s:i, s:f, s:f, s:I, s:I, s:I}", "source",
                      p->source, "active", p->src >= 0, "state", shape_mode_str(p->st.mode),
                      "until", t, "rule", p->st.why_rule, "connections", p->nconn,
@@ -2140,12 +2216,14 @@ json_t *sched_sites_json(struct sched *s)
         json_object_set_new(obj, "class", json_string(site->lim.rule));
         json_object_set_new(
             obj, "limits",
-            json_pack("{s:i, s:i, s:i, s:i, s:f, s:f}", "max_connections",
+            json_pack("{s:i, s:i, s:i, s:i, s:f, s:f, s:f, s:f}", "max_connections",
                       site->lim.max_connections, "max_connections_site",
                       site->lim.max_connections_site, "max_messages_per_connection",
                       site->lim.max_messages_per_connection, "max_recipients_per_transaction",
                       site->lim.max_recipients_per_transaction, "message_rate",
-                      site->lim.message_rate, "connection_rate", site->lim.connection_rate));
+                      site->lim.message_rate, "connection_rate", site->lim.connection_rate,
+                      "message_rate_site", site->lim.message_rate_site, "connection_rate_site",
+                      site->lim.connection_rate_site));
     }
     return arr;
 }

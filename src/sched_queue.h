@@ -40,6 +40,7 @@ struct sched_params {
     int nworkers;
     const char *helo_name;
     struct engine_rules *rules; /* shaping rules: the scheduler takes this reference */
+    struct warmup *warmup;      /* shared warm-up counts (warmup.h) */
 };
 
 struct sched;

@@ -82,6 +82,8 @@ enum {
     SHAPE_L_CONN_BURST = 1u << 7,
     SHAPE_L_RETRY = 1u << 8,
     SHAPE_L_MAX_AGE = 1u << 9,
+    SHAPE_L_MSG_RATE_SITE = 1u << 10,
+    SHAPE_L_CONN_RATE_SITE = 1u << 11,
 };
 
 /*
@@ -97,6 +99,8 @@ struct shape_layer {
     int max_recipients_per_transaction;
     double message_rate, message_rate_burst, message_burst;
     double connection_rate, connection_rate_burst, connection_burst;
+    double message_rate_site, message_rate_site_burst;
+    double connection_rate_site, connection_rate_site_burst;
     int64_t retry[SHAPE_RETRY_MAX];
     int nretry;
     int64_t max_age;
@@ -543,6 +547,19 @@ static int shape_layer_key(struct shape_ld *ld, const config_setting_t *s, const
         l->set |= SHAPE_L_CONN_RATE;
         return 1;
     }
+    if (strcmp(name, "message_rate_site") == 0) {
+        if (shape_get_rate(ld, s, key, &l->message_rate_site, &l->message_rate_site_burst) < 0)
+            return -1;
+        l->set |= SHAPE_L_MSG_RATE_SITE;
+        return 1;
+    }
+    if (strcmp(name, "connection_rate_site") == 0) {
+        if (shape_get_rate(ld, s, key, &l->connection_rate_site,
+                           &l->connection_rate_site_burst) < 0)
+            return -1;
+        l->set |= SHAPE_L_CONN_RATE_SITE;
+        return 1;
+    }
     if (strcmp(name, "retry_schedule") == 0) {
         if (shape_get_retry(ld, s, key, l->retry, &l->nretry) < 0) return -1;
         l->set |= SHAPE_L_RETRY;
@@ -578,6 +595,14 @@ static void shape_layer_apply(struct shape_limits *out, const struct shape_layer
         out->connection_burst = l->connection_rate_burst;
     }
     if (l->set & SHAPE_L_CONN_BURST) out->connection_burst = l->connection_burst;
+    if (l->set & SHAPE_L_MSG_RATE_SITE) {
+        out->message_rate_site = l->message_rate_site;
+        out->message_burst_site = l->message_rate_site_burst;
+    }
+    if (l->set & SHAPE_L_CONN_RATE_SITE) {
+        out->connection_rate_site = l->connection_rate_site;
+        out->connection_burst_site = l->connection_rate_site_burst;
+    }
     if (l->set & SHAPE_L_RETRY) {
         memcpy(out->retry, l->retry, sizeof(out->retry));
         out->nretry = l->nretry;
@@ -1443,11 +1468,8 @@ int64_t shape_bucket_wait_ms(const struct shape_bucket *b, int64_t now_ms)
  * the concurrency window halves on each failure and grows by 1/window on each
  * success (Postfix's feedback), so connections open slowly after trouble.
  *
- * Warm-up: the caps are meant per site class (shape_limits.rule).  The caller keeps
- * one shape_state per (source, site), and the count here (day, sent_today) lives in
- * that state, so the cap is applied per (source, site): two sites of one class each
- * get the class's daily cap.  That is accepted: sites of one class are usually one
- * site (rollup by MX), and the caller may share one state per class to be exact.
+ * Warm-up caps are not counted here: they hold per (source, site class) across every
+ * site and worker, so the count lives in warmup.c.
  */
 
 const char *shape_mode_str(enum SHAPE_MODE m)
@@ -1512,8 +1534,6 @@ void shape_state_init(struct shape_state *st, const struct shape_limits *lim, in
     st->window = lim->max_connections > 0 ? lim->max_connections : 1;
     shape_bucket_init(&st->msg_bucket, lim->message_rate, lim->message_burst, now_ms);
     shape_bucket_init(&st->conn_bucket, lim->connection_rate, lim->connection_burst, now_ms);
-    st->day = shape_floor_div(now_ms, SHAPE_DAY_MS);
-    st->sent_today = 0;
 }
 
 /* shape_state_limits_changed - the window is capped at the new limit (it grows back
@@ -1716,35 +1736,17 @@ bool shape_state_may_connect(struct shape_state *st, int64_t now_ms, int64_t *wa
     return ok;
 }
 
-/*
- * shape_state_may_send - the warm-up count restarts when the UTC day changes
- * (forward only, so a clock stepped back cannot reopen a day's cap); a capped
- * message waits for the next UTC midnight and takes no token.
- */
-bool shape_state_may_send(struct shape_state *st, const struct shape_source *src,
-                          int64_t now_ms, int64_t *wait_ms)
+bool shape_state_may_send(struct shape_state *st, int64_t now_ms, int64_t *wait_ms)
 {
     int64_t w = 0;
     bool ok = false;
 
-    if (st->mode == SHAPE_SUSPENDED) {
+    if (st->mode == SHAPE_SUSPENDED)
         w = shape_state_until_wait(st, now_ms);
-    } else {
-        int64_t day = shape_floor_div(now_ms, SHAPE_DAY_MS);
-        if (day > st->day) {
-            st->day = day;
-            st->sent_today = 0;
-        }
-        int64_t cap = shape_warmup_cap(src, now_ms);
-        if (cap >= 0 && st->sent_today >= cap) {
-            w = (day + 1) * SHAPE_DAY_MS - now_ms;
-        } else if (shape_bucket_take(&st->msg_bucket, now_ms)) {
-            st->sent_today++;
-            ok = true;
-        } else {
-            w = shape_bucket_wait_ms(&st->msg_bucket, now_ms);
-        }
-    }
+    else if (shape_bucket_take(&st->msg_bucket, now_ms))
+        ok = true;
+    else
+        w = shape_bucket_wait_ms(&st->msg_bucket, now_ms);
     if (wait_ms) *wait_ms = w;
     return ok;
 }

@@ -45,6 +45,11 @@ struct shape_limits {
                                    worth, capped at 1/10 of the period's count)) */
     double connection_rate;     /* new connections per second per (source, site) */
     double connection_burst;
+    double message_rate_site;   /* messages per second to the site over all sources;
+                                   0 = no site-wide rate (pairs' rates only) */
+    double message_burst_site;
+    double connection_rate_site; /* new connections per second to the site, all sources */
+    double connection_burst_site;
     int64_t retry[SHAPE_RETRY_MAX]; /* seconds; nretry 0 = the delivery.* default */
     int nretry;
     int64_t max_age;            /* seconds; 0 = the delivery.* default */
@@ -173,8 +178,6 @@ struct shape_state {
     double window;          /* concurrency window (connections), 1 .. max_connections */
     int fail_streak;
     struct shape_bucket msg_bucket, conn_bucket;
-    int64_t day;            /* warm-up accounting: UTC day number of sent_today */
-    int64_t sent_today;
 };
 
 /* transitions shape_state_tick and shape_state_apply report, for the log */
@@ -205,10 +208,10 @@ double shape_state_rate(const struct shape_state *st, const struct shape_limits 
 
 /* may a new connection / a new message go now?  (take a token when true); when
  * false, *wait_ms says how long until it could (INT64_MAX while suspended until
- * the suspension's end is known: until_ms - now) */
+ * the suspension's end is known: until_ms - now).  Warm-up caps are counted
+ * elsewhere (warmup.h): they span every site of a class. */
 bool shape_state_may_connect(struct shape_state *st, int64_t now_ms, int64_t *wait_ms);
-bool shape_state_may_send(struct shape_state *st, const struct shape_source *src,
-                          int64_t now_ms, int64_t *wait_ms);
+bool shape_state_may_send(struct shape_state *st, int64_t now_ms, int64_t *wait_ms);
 
 /* feedback: a transaction got a 2xx (window grows by 1/window, up to the limit);
  * a connection failed or the server said 421 (window halves, at least 1) */

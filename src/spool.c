@@ -146,6 +146,7 @@ static int spool_open_dbs(struct spool *sp, char *err, size_t errsz)
     } dbs[] = {
         {"msg", &sp->db_msg},   {"rcpt", &sp->db_rcpt},         {"due", &sp->db_due},
         {"supp", &sp->db_supp}, {"campaign", &sp->db_campaign}, {"meta", &sp->db_meta},
+        {"counter", &sp->db_counter},
     };
     for (size_t i = 0; i < ARRAY_LEN(dbs); i++) {
         rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
@@ -207,7 +208,7 @@ int spool_open(struct spool **out, const struct spool_params *p, char *err, size
     }
     int rc = mdb_env_create(&sp->env);
     if (!rc)
-        rc = mdb_env_set_maxdbs(sp->env, 8);
+        rc = mdb_env_set_maxdbs(sp->env, 16);
     if (!rc)
         rc = mdb_env_set_mapsize(sp->env, p->map_size);
     if (!rc)
@@ -558,6 +559,36 @@ long spool_verify(struct spool *sp, char *err, size_t errsz)
     mdb_cursor_close(cur);
     mdb_txn_abort(txn);
     return bad;
+}
+
+int spool_counts_scan(struct spool *sp, const uint8_t *prefix, size_t plen, spool_count_fn fn,
+                      void *arg)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    MDB_val k = {plen, (void *)prefix}, v;
+    int rc;
+
+    if (plen == 0 || plen > SPOOL_COUNT_KEY_MAX)
+        return -1;
+    if (mdb_txn_begin(sp->env, NULL, MDB_RDONLY, &txn) != 0)
+        return -1;
+    if (mdb_cursor_open(txn, sp->db_counter, &cur) != 0) {
+        mdb_txn_abort(txn);
+        return -1;
+    }
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)
+            break;
+        if (v.mv_size != 8)
+            continue;
+        if (fn(arg, k.mv_data, k.mv_size, get_be64(v.mv_data)) != 0)
+            break;
+    }
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return rc != 0 && rc != MDB_NOTFOUND ? -1 : 0;
 }
 
 int spool_due_scan(struct spool *sp, const struct spool_due_item *after, int64_t from_ms,

@@ -12,6 +12,9 @@
  *   due       next_ms(8) id(8) idx(4) -> empty: every QUEUED recipient, by next try
  *   supp      address | "@domain"  -> suppression record (feedback issue)
  *   campaign  name                  -> struct spool_campaign_rec (counters)
+ *   counter   opaque key (<= 255)   -> uint64 (big-endian): named counters that must
+ *                                      survive a restart, e.g. a warm-up source's
+ *                                      messages today; changed only by adding
  *   meta      "schema"              -> uint32 schema version (SPOOL_SCHEMA)
  *
  * Invariants, kept by doing every mutation in one writer transaction:
@@ -122,6 +125,15 @@ struct spool_outcome {
 };
 const char *spool_op_str(enum SPOOL_OP op);
 
+/* An addition to a named counter (the counter db), applied with an OUTCOMES op so
+ * that a count and the outcomes it counts commit together. */
+#define SPOOL_COUNT_KEY_MAX 255
+struct spool_count {
+    const uint8_t *key;
+    size_t keylen; /* 1 .. SPOOL_COUNT_KEY_MAX */
+    uint64_t add;
+};
+
 enum SPOOL_SEL { SPOOL_SEL_ID, SPOOL_SEL_DOMAIN, SPOOL_SEL_CAMPAIGN };
 const char *spool_sel_str(enum SPOOL_SEL s);
 
@@ -146,6 +158,8 @@ struct spool_op {
     struct spool_sel sel;        /* HOLD, RELEASE, DELETE */
     struct spool_outcome *outcomes; /* OUTCOMES */
     uint32_t noutcomes;
+    const struct spool_count *counts; /* OUTCOMES: counter additions, same transaction */
+    uint32_t ncounts;
     int result;                  /* SPOOL_OK or SPOOL_E* */
     uint64_t count;              /* recipients affected */
     uint64_t msgs;               /* messages touched (DELETE: messages removed) */
@@ -252,6 +266,14 @@ int spool_msg_content(struct spool *sp, uint64_t id, struct vbuf *out);
  * a read error.
  */
 long spool_verify(struct spool *sp, char *err, size_t errsz);
+
+/*
+ * spool_counts_scan - call fn for every counter whose key starts with prefix (in key
+ * order) with its value; fn returns 0 to go on, 1 to stop.  0, or -1 on a read error.
+ */
+typedef int (*spool_count_fn)(void *arg, const uint8_t *key, size_t keylen, uint64_t value);
+int spool_counts_scan(struct spool *sp, const uint8_t *prefix, size_t plen, spool_count_fn fn,
+                      void *arg);
 
 /* spool_domain_of - the domain part of addr (after the last '@'), or "" */
 const char *spool_domain_of(const char *addr);

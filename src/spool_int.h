@@ -54,7 +54,7 @@ struct spool_campaign_rec {
 
 struct spool {
     MDB_env *env;
-    MDB_dbi db_msg, db_rcpt, db_due, db_supp, db_campaign, db_meta;
+    MDB_dbi db_msg, db_rcpt, db_due, db_supp, db_campaign, db_meta, db_counter;
     struct spool_params p;
     char *dir;
     int lock_fd;

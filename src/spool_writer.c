@@ -433,6 +433,30 @@ static int spool_apply_outcomes(struct spool *sp, MDB_txn *txn, struct spool_op 
     return 0;
 }
 
+/* spool_apply_counts - add each of op's counts to its counter */
+static int spool_apply_counts(struct spool *sp, MDB_txn *txn, const struct spool_op *op)
+{
+    for (uint32_t i = 0; i < op->ncounts; i++) {
+        const struct spool_count *c = &op->counts[i];
+        MDB_val k = {c->keylen, (void *)c->key}, v;
+        uint8_t vb[8];
+        uint64_t cur = 0;
+        if (c->keylen == 0 || c->keylen > SPOOL_COUNT_KEY_MAX)
+            return EINVAL;
+        int rc = mdb_get(txn, sp->db_counter, &k, &v);
+        if (rc == 0 && v.mv_size == 8)
+            cur = get_be64(v.mv_data);
+        else if (rc && rc != MDB_NOTFOUND)
+            return rc;
+        put_be64(vb, cur + c->add);
+        v.mv_size = 8;
+        v.mv_data = vb;
+        if ((rc = mdb_put(txn, sp->db_counter, &k, &v, 0)))
+            return rc;
+    }
+    return 0;
+}
+
 /* spool_outcomes_final - did an outcome that ends a recipient unsuccessfully apply? */
 static bool spool_outcomes_final(const struct spool_op *op)
 {
@@ -454,6 +478,8 @@ static int spool_apply(struct spool *sp, MDB_txn *txn, struct spool_op *op, uint
     }
     if (op->type == SPOOL_OP_OUTCOMES) {
         int rc = spool_apply_outcomes(sp, txn, op);
+        if (rc == 0)
+            rc = spool_apply_counts(sp, txn, op);
         op->msg_stored = false;
         if (rc || !op->msg || !spool_outcomes_final(op))
             return rc;

@@ -150,6 +150,7 @@ struct worker *worker_start(struct engine *eng, SSL_CTX *tls, int index, char *e
         .nworkers = (int)c->delivery_workers,
         .helo_name = w->helo,
         .rules = engine_rules_ref(eng->rules),
+        .warmup = eng->warmup,
     };
     w->sched = sched_new(&sp);
     if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {

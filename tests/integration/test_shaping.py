@@ -366,6 +366,65 @@ def test_warmup_cap_moves_mail_to_other_sources_and_is_never_exceeded(mailnet, v
     p = _pairs(v)[("mx.w.test", "new")]
     assert p["sent_today"] == 4 and p["warmup_cap"] == 4, p
 
+    # the day's count is in the spool: a restart does not reopen the cap
+    v.restart()
+    more = _inject(v, ["after%d@w.test" % i for i in range(12)], "after")
+    wait_final(v, [(m, r) for m, r, _ in more], timeout=30)
+    assert len([a for a in host.accepted if a.peer == "127.0.0.50"]) == 4
+    assert not [a for a in host.accepted if a.rcpts[0].startswith("wait")]
+    p = _pairs(v)[("mx.w.test", "new")]
+    assert p["sent_today"] == 4 and p["warmup_cap"] == 4, p
+
+
+def test_warmup_cap_counts_every_site_of_a_class_together(mailnet, volley_factory):
+    # two receiving hosts, two sites, one rule (one site class): the day's cap is
+    # the class's, so the capped source sends 5 in all, not 5 to each
+    v = _start(mailnet, volley_factory, '''
+        rules = ( { name = "bigprovider"; match = [ "mx:*.bigp.test" ]; } );
+        sources = (
+            { name = "new"; address = "127.0.0.50"; warmup_start = "%s"; warmup_daily = [ 5 ]; },
+            { name = "old"; address = "127.0.0.51"; }
+        );
+        pools = ( { name = "default"; sources = [ "new:9", "old" ]; } );
+    ''' % _today(), {"a.test": ("mx1.bigp.test", "127.0.0.2"),
+                       "b.test": ("mx2.bigp.test", "127.0.0.3")}, {"delivery.workers": 2})
+    h1 = mailnet.policing("127.0.0.2", "mx1.bigp.test")
+    h2 = mailnet.policing("127.0.0.3", "mx2.bigp.test")
+    sent = _inject(v, ["a%d@a.test" % i for i in range(12)] +
+                   ["b%d@b.test" % i for i in range(12)], "cls")
+    wait_final(v, [(m, r) for m, r, _ in sent], timeout=30)
+    got = h1.accepted + h2.accepted
+    assert len(got) == 24
+    assert len([a for a in got if a.peer == "127.0.0.50"]) == 5, [a.peer for a in got]
+    pairs = _pairs(v)
+    assert {pairs[(site, "new")]["site_class"] for site in ("mx1.bigp.test", "mx2.bigp.test")} \
+        == {"bigprovider"}
+    assert pairs[("mx1.bigp.test", "new")]["sent_today"] == 5, pairs
+
+
+def test_site_rate_holds_over_all_sources(mailnet, volley_factory):
+    # each source may send 50/s, but the site takes 4/s whichever source sends
+    v = _start(mailnet, volley_factory, '''
+        rules = ( { name = "siterate"; match = [ "domain:sr.test" ];
+                    message_rate = "50/s"; message_rate_site = "4/s"; } );
+        sources = ( { name = "s1"; address = "127.0.0.50"; },
+                    { name = "s2"; address = "127.0.0.51"; } );
+        pools = ( { name = "default"; sources = [ "s1", "s2" ]; } );
+    ''', {"sr.test": ("mx.sr.test", "127.0.0.2")})
+    host = mailnet.policing("127.0.0.2", "mx.sr.test")
+    sent = _inject(v, ["u%d@sr.test" % i for i in range(20)], "sr")
+    wait_final(v, [(m, r) for m, r, _ in sent], timeout=30)
+    _assert_all_once(host, sent)
+    assert {a.peer for a in host.accepted} == {"127.0.0.50", "127.0.0.51"}
+    # 4/s with a burst of 1 over both sources: at most 1 + 4 in any second, and 20
+    # messages take at least 19 / 4 s
+    assert host.max_in_window(1.0) <= 5, host.max_in_window(1.0)
+    span = max(a.t for a in host.accepted) - min(a.t for a in host.accepted)
+    assert span >= 4.5, span
+    r = v.volleyctl("sites", "--json")
+    site = [x for x in json.loads(r.stdout)["sites"] if x["site"] == "mx.sr.test"][0]
+    assert site["limits"]["message_rate_site"] == pytest.approx(4.0), site
+
 
 # --------------------------------------------------------------------------- control
 

@@ -98,7 +98,8 @@ static const char full_rules[] =
     "      message_rate = \"3000/m\"; connection_rate = \"60/m\"; },\n"
     "    { name = \"mxrule2\"; match = [ \"mx:*.example.net\" ]; max_connections = 8; },\n"
     "    { name = \"siterule\"; match = [ \"site:SiteA\" ];\n"
-    "      max_connections = 5; max_recipients_per_transaction = 9; },\n"
+    "      max_connections = 5; max_recipients_per_transaction = 9;\n"
+    "      message_rate_site = \"120/m\"; connection_rate_site = \"30/s\"; },\n"
     "    { name = \"domrule\"; match = [ \"domain:Example.com\", \"domain:*.sub.example.org\" ];\n"
     "      max_connections = 3; message_rate = \"10/s\"; },\n"
     "    { name = \"burstrule\"; match = [ \"domain:burst.test\" ];\n"
@@ -469,6 +470,10 @@ static void test_match_specificity_and_fallthrough(void **state)
     assert_dbl(lim.connection_rate, 1); /* mx: 60/m */
     assert_dbl(lim.connection_burst, 1);
     assert_int_equal(lim.nretry, 3);
+    assert_dbl(lim.message_rate_site, 2);     /* site: 120/m over all sources */
+    assert_dbl(lim.message_burst_site, 2);    /* one second's worth */
+    assert_dbl(lim.connection_rate_site, 30); /* site: 30/s */
+    assert_dbl(lim.connection_burst_site, 3); /* a tenth of 30 */
 
     /* site and mx only: the site rule names it, the mx rule's rate stays */
     shape_match(r, "other.com", "SiteA", mx, 1, &lim);
@@ -553,6 +558,8 @@ static void test_match_explicit_bursts(void **state)
     assert_int_equal(lim.nretry, 1);
     assert_int_equal(lim.retry[0], 30);
     assert_int_equal(lim.max_connections, 30);
+    assert_dbl(lim.message_rate_site, 0); /* no site-wide rate unless a rule sets one */
+    assert_dbl(lim.connection_rate_site, 0);
 }
 
 /* default bursts of shape_parse_rate: min(rate * 1 s, N / 10), at least 1 */
@@ -846,8 +853,6 @@ static void test_state_init(void **state)
     assert_dbl(st.window, 16);
     assert_dbl(st.recover_factor, 1);
     assert_int_equal(st.fail_streak, 0);
-    assert_int_equal(st.day, N0 / DAY_MS);
-    assert_int_equal(st.sent_today, 0);
     assert_dbl(st.msg_bucket.rate, 80);
     assert_dbl(st.msg_bucket.tokens, 80);
     assert_dbl(st.conn_bucket.rate, 8);
@@ -876,9 +881,8 @@ static void test_state_suspend_and_recover(void **state)
     assert_string_equal(st.why_rule, "r-susp");
     assert_int_equal(shape_state_max_conn(&st, &lim, N0), 0);
     assert_dbl(shape_state_rate(&st, &lim), 80); /* shown rate is the normal one */
-    assert_false(shape_state_may_send(&st, NULL, N0 + 1000, &w));
+    assert_false(shape_state_may_send(&st, N0 + 1000, &w));
     assert_int_equal(w, 1799000);
-    assert_int_equal(st.sent_today, 0);
     w = -1;
     assert_false(shape_state_may_connect(&st, N0 + 1000, &w));
     assert_int_equal(w, 1799000);
@@ -984,8 +988,8 @@ static void test_state_backoff(void **state)
     assert_dbl(st.conn_bucket.rate, 8); /* backoff leaves the connection rate */
     assert_dbl(st.conn_bucket.burst, 4);
     for (int i = 0; i < 10; i++)
-        assert_true(shape_state_may_send(&st, NULL, N0, &w));
-    assert_false(shape_state_may_send(&st, NULL, N0, &w));
+        assert_true(shape_state_may_send(&st, N0, &w));
+    assert_false(shape_state_may_send(&st, N0, &w));
     assert_int_equal(w, 100);
 
     /* stricter connection limit wins; the looser rate and earlier end do not */
@@ -1127,7 +1131,7 @@ static void test_state_manual_suspend_resume(void **state)
     shape_state_suspend(&st, INT64_MAX, NULL);
     assert_int_equal(st.mode, SHAPE_SUSPENDED);
     assert_string_equal(st.why_rule, "manual");
-    assert_false(shape_state_may_send(&st, NULL, N0, &w));
+    assert_false(shape_state_may_send(&st, N0, &w));
     assert_true(w == INT64_MAX);
     w = 0;
     assert_false(shape_state_may_connect(&st, N0, &w));
@@ -1151,7 +1155,7 @@ static void test_state_manual_suspend_resume(void **state)
     assert_int_equal(st.until_ms, N0 + 10000);
     /* the end passed but no tick yet: still refused, nothing to wait */
     w = -1;
-    assert_false(shape_state_may_send(&st, NULL, N0 + 20000, &w));
+    assert_false(shape_state_may_send(&st, N0 + 20000, &w));
     assert_int_equal(w, 0);
     assert_int_equal(shape_state_tick(&st, &lim, N0 + 20000), SHAPE_EV_RESUME);
     assert_int_equal(st.mode, SHAPE_RECOVERING);
@@ -1240,92 +1244,6 @@ static void test_state_limits_changed(void **state)
     assert_dbl(st.conn_bucket.tokens, 4); /* a limit that appears starts full */
 }
 
-/* warm-up: the cap counts per UTC day and waits for the next midnight */
-static void test_state_may_send_warmup(void **state)
-{
-    (void)state;
-    struct shape_limits lim = std_limits();
-    struct shape_state st;
-    int64_t daily[3] = {2, 3, 5};
-    struct shape_source src;
-    int64_t w = -1;
-
-    memset(&src, 0, sizeof src);
-    snprintf(src.name, sizeof src.name, "%s", "warm");
-    src.warmup_start_ms = T0;
-    src.warmup_daily = daily;
-    src.nwarmup = 3;
-    lim.message_rate = 0; /* only the cap limits */
-    lim.message_burst = 0;
-
-    shape_state_init(&st, &lim, N0);
-    assert_true(shape_state_may_send(&st, &src, N0, &w));
-    assert_int_equal(w, 0);
-    assert_true(shape_state_may_send(&st, &src, N0 + 1, &w));
-    assert_false(shape_state_may_send(&st, &src, N0 + 2, &w));
-    assert_int_equal(w, T0 + DAY_MS - (N0 + 2)); /* until the next UTC midnight */
-    assert_int_equal(st.sent_today, 2);
-
-    /* day 1: the count restarts, cap 3 */
-    assert_true(shape_state_may_send(&st, &src, T0 + DAY_MS, &w));
-    assert_int_equal(st.day, T0 / DAY_MS + 1);
-    assert_int_equal(st.sent_today, 1);
-    assert_true(shape_state_may_send(&st, &src, T0 + DAY_MS, &w));
-    assert_true(shape_state_may_send(&st, &src, T0 + DAY_MS, &w));
-    assert_false(shape_state_may_send(&st, &src, T0 + DAY_MS, &w));
-    assert_int_equal(w, DAY_MS);
-    /* a clock stepped back does not reopen a day */
-    assert_false(shape_state_may_send(&st, &src, T0 + DAY_MS - 1000, &w));
-    assert_int_equal(w, 1000);
-    assert_int_equal(st.day, T0 / DAY_MS + 1);
-    assert_int_equal(st.sent_today, 3);
-
-    /* day 2: cap 5 */
-    for (int i = 0; i < 5; i++)
-        assert_true(shape_state_may_send(&st, &src, T0 + 2 * DAY_MS + 5, &w));
-    assert_false(shape_state_may_send(&st, &src, T0 + 2 * DAY_MS + 5, &w));
-    /* day 3: the schedule is over */
-    for (int i = 0; i < 50; i++)
-        assert_true(shape_state_may_send(&st, &src, T0 + 3 * DAY_MS, &w));
-    assert_int_equal(st.sent_today, 50);
-    /* no source: no cap */
-    for (int i = 0; i < 50; i++)
-        assert_true(shape_state_may_send(&st, NULL, T0 + 3 * DAY_MS, &w));
-}
-
-/* a capped message takes no token; the rate and the cap both apply */
-static void test_state_may_send_cap_and_rate(void **state)
-{
-    (void)state;
-    struct shape_limits lim = std_limits();
-    struct shape_state st;
-    int64_t daily[1] = {2};
-    struct shape_source src;
-    int64_t w = -1, t = T0 + 1000;
-
-    memset(&src, 0, sizeof src);
-    src.warmup_start_ms = T0;
-    src.warmup_daily = daily;
-    src.nwarmup = 1;
-    lim.message_rate = 10;
-    lim.message_burst = 1;
-
-    shape_state_init(&st, &lim, t);
-    assert_true(shape_state_may_send(&st, &src, t, &w));
-    assert_false(shape_state_may_send(&st, &src, t, &w));
-    assert_int_equal(w, 100); /* the bucket */
-    assert_int_equal(st.sent_today, 1);
-    assert_true(shape_state_may_send(&st, &src, t + 100, &w));
-    assert_false(shape_state_may_send(&st, &src, t + 200, &w));
-    assert_int_equal(w, T0 + DAY_MS - (t + 200));     /* the cap, though a token is due */
-    assert_int_equal(st.msg_bucket.last_ms, t + 100); /* bucket untouched */
-    assert_dbl(st.msg_bucket.tokens, 0);
-    /* next day the schedule is over and the bucket is full again */
-    assert_true(shape_state_may_send(&st, &src, T0 + DAY_MS, &w));
-    assert_false(shape_state_may_send(&st, &src, T0 + DAY_MS, &w));
-    assert_int_equal(w, 100);
-}
-
 static void test_state_may_connect(void **state)
 {
     (void)state;
@@ -1403,8 +1321,6 @@ int main(void)
         cmocka_unit_test(test_state_manual_suspend_resume),
         cmocka_unit_test(test_state_window),
         cmocka_unit_test(test_state_limits_changed),
-        cmocka_unit_test(test_state_may_send_warmup),
-        cmocka_unit_test(test_state_may_send_cap_and_rate),
         cmocka_unit_test(test_state_may_connect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
