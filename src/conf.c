@@ -131,6 +131,47 @@ static const struct conf_key conf_keys[] = {
      "traffic shaping rules, sources and pools (see conf/shaping.conf); reread on "
      "SIGHUP; empty = built-in defaults (one source, no rates, no response rules)"},
 
+    {"feedback.secret", CONF_STR, OFF(feedback_secret), "", 0, 0,
+     "HMAC key (16+ characters) signing VERP return paths and unsubscribe links; empty "
+     "turns VERP, unsubscribe links and the one-click endpoint off"},
+    {"feedback.bounce_domain", CONF_STR, OFF(feedback_bounce_domain), "", 0, 0,
+     "domain of VERP return paths (<prefix>+<token>@this); empty = no VERP unless "
+     "bounce_domains names the sender's domain"},
+    {"feedback.bounce_domains", CONF_STRLIST, OFF(feedback_bounce_domains), "", 0,
+     CONF_MAX_LIST, "\"senderdomain=bouncedomain\" entries: per sender domain VERP domains"},
+    {"feedback.verp_prefix", CONF_STR, OFF(feedback_verp_prefix), "bounce", 0, 0,
+     "local part before the '+' of VERP return paths"},
+    {"feedback.domains", CONF_STRLIST, OFF(feedback_domains), "", 0, CONF_MAX_LIST,
+     "more domains the feedback listener takes mail for (feedback-loop reports); the "
+     "bounce domains always are"},
+    {"feedback.listen", CONF_STRLIST, OFF(feedback_listen), "", 0, CONF_MAX_LISTEN,
+     "\"ip:port\" SMTP listeners for bounces, complaints and mailto unsubscribes (never "
+     "a relay); inject.* limits apply"},
+    {"feedback.http_listen", CONF_STR, OFF(feedback_http_listen), "", 0, 0,
+     "\"ip:port\" of the HTTP endpoint (one-click unsubscribe, /health, /metrics); empty = off"},
+    {"feedback.unsubscribe_url", CONF_STR, OFF(feedback_unsubscribe_url), "", 0, 0,
+     "public base URL of the one-click endpoint, e.g. \"https://unsub.example.com/unsubscribe/\""},
+    {"feedback.list_unsubscribe", CONF_BOOL, OFF(feedback_list_unsubscribe), "true", 0, 0,
+     "add List-Unsubscribe (URL and mailto) and List-Unsubscribe-Post to mail with a "
+     "campaign or list, when the secret and a URL or bounce domain are set"},
+    {"feedback.classify_rules", CONF_STR, OFF(feedback_classify_rules), "", 0, 0,
+     "bounce classification rules (see conf/bounce-rules.conf); reread on SIGHUP; empty "
+     "= built-in enhanced-status defaults"},
+    {"feedback.suppress_hard_bounces", CONF_BOOL, OFF(feedback_suppress_hard), "true", 0, 0,
+     "suppress an address after a hard bounce (during delivery or by DSN)"},
+    {"feedback.suppress_complaints", CONF_BOOL, OFF(feedback_suppress_complaints), "true", 0, 0,
+     "suppress an address after a complaint (ARF feedback report)"},
+    {"feedback.soft_bounce_limit", CONF_INT, OFF(feedback_soft_limit), "5", 0, 1000,
+     "suppress an address after this many soft bounces within soft_bounce_days; 0 = never"},
+    {"feedback.soft_bounce_days", CONF_INT, OFF(feedback_soft_days), "7", 1, 365,
+     "the window soft_bounce_limit counts in (days)"},
+    {"feedback.sent_retention", CONF_INT, OFF(feedback_sent_retention), "604800", 3600, 31536000,
+     "seconds a delivered recipient is remembered so a late bounce or complaint maps to "
+     "its message and campaign (7 days)"},
+    {"suppress.at_injection", CONF_STR, OFF(suppress_at_injection), "refuse", 0, 0,
+     "a suppressed recipient at injection: refuse (550 5.7.1 at RCPT) or drop (accept, "
+     "record, never send)"},
+
     {"dns.servers", CONF_STRLIST, OFF(dns_servers), "", 0, CONF_MAX_LIST,
      "\"ip[:port]\" resolvers to use instead of /etc/resolv.conf; empty = resolv.conf"},
     {"dns.timeout_ms", CONF_INT, OFF(dns_timeout_ms), "2000", 10, 60000,
@@ -476,6 +517,44 @@ static int conf_parse_retry(const char *text, int64_t *out, int *count, char *wh
     return 0;
 }
 
+/* conf_check_feedback - cross-field checks of the feedback and suppress sections */
+static int conf_check_feedback(struct conf *c, config_t *cfg, const char *path, char *err,
+                               size_t errsz)
+{
+    char why[200];
+    const char *key = NULL;
+    size_t sl = strlen(c->feedback_secret), pl = strlen(c->feedback_verp_prefix);
+    if (sl > 0 && sl < 16) {
+        key = "feedback.secret";
+        snprintf(why, sizeof why, "must be at least 16 characters (or empty)");
+    }
+    if (!key && (pl == 0 || pl > 24 ||
+                 strspn(c->feedback_verp_prefix, "abcdefghijklmnopqrstuvwxyz0123456789._-") != pl)) {
+        key = "feedback.verp_prefix";
+        snprintf(why, sizeof why, "use 1-24 of a-z 0-9 . _ -");
+    }
+    for (int i = 0; !key && i < c->feedback_bounce_domains_count; i++) {
+        const char *e = c->feedback_bounce_domains[i], *eq = strchr(e, '=');
+        if (!eq || eq == e || !eq[1]) {
+            key = "feedback.bounce_domains";
+            snprintf(why, sizeof why, "\"%.100s\" is not senderdomain=bouncedomain", e);
+        }
+    }
+    if (!key && strcmp(c->suppress_at_injection, "refuse") &&
+        strcmp(c->suppress_at_injection, "drop")) {
+        key = "suppress.at_injection";
+        snprintf(why, sizeof why, "must be refuse or drop");
+    }
+    if (!key && (c->feedback_listen_count || *c->feedback_unsubscribe_url ||
+                 *c->feedback_http_listen) && !sl) {
+        key = "feedback.secret";
+        snprintf(why, sizeof why, "needed by feedback.listen, http_listen and unsubscribe_url");
+    }
+    if (!key) return 0;
+    conf_set_err(err, errsz, path, conf_key_line(cfg, key), key, why);
+    return -1;
+}
+
 /* conf_check_delivery - cross-field checks of the delivery and dns sections */
 static int conf_check_delivery(struct conf *c, config_t *cfg, const char *path, char *err,
                                size_t errsz)
@@ -502,7 +581,7 @@ static int conf_check_delivery(struct conf *c, config_t *cfg, const char *path, 
             return -1;
         }
     }
-    return 0;
+    return conf_check_feedback(c, cfg, path, err, errsz);
 }
 
 struct conf *conf_load(const char *path, char *err, size_t errsz)

@@ -83,6 +83,27 @@ struct conf {
     int64_t dns_max_ttl;
     int64_t dns_neg_ttl;
 
+    /* feedback */
+    char *feedback_secret;
+    char *feedback_bounce_domain;
+    char *feedback_bounce_domains[CONF_MAX_LIST];
+    int feedback_bounce_domains_count;
+    char *feedback_verp_prefix;
+    char *feedback_domains[CONF_MAX_LIST];
+    int feedback_domains_count;
+    char *feedback_listen[CONF_MAX_LIST];
+    int feedback_listen_count;
+    char *feedback_http_listen;
+    char *feedback_unsubscribe_url;
+    bool feedback_list_unsubscribe;
+    char *feedback_classify_rules;
+    bool feedback_suppress_hard;
+    bool feedback_suppress_complaints;
+    int64_t feedback_soft_limit;
+    int64_t feedback_soft_days;
+    int64_t feedback_sent_retention;
+    char *suppress_at_injection;
+
     /* control */
     char *control_socket;
     int64_t control_mode;

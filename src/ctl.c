@@ -9,6 +9,8 @@
  */
 #include "ctl.h"
 #include "engine.h"
+#include "feedback.h"
+#include "suppress.h"
 #include "log.h"
 #include "msg_header.h"
 #include "msgid.h"
@@ -467,6 +469,177 @@ static void ctl_cmd_change(struct ctl_conn *c, json_t *req, enum SPOOL_OP type, 
     c->waiting = true;
 }
 
+/* ---------------------------------------------------------------- suppression */
+
+#define CTL_SUPP_BATCH_MAX 5000 /* entries per suppress_add / suppress_remove request */
+#define CTL_SUPP_LIST_MAX 10000
+
+/* ctl_supp_done - a batch of suppression changes committed: answer */
+static void ctl_supp_done(struct engine *eng, uint64_t owner, const struct fb_result *res)
+{
+    struct ctl_conn *c = engine_reg_get(eng, owner);
+    log_event(LOG_NOTICE, "admin",
+              json_pack("{s:s, s:I, s:I, s:I, s:s}", "action", "suppress", "applied",
+                        (json_int_t)res->applied, "existing", (json_int_t)res->existing,
+                        "purged", (json_int_t)res->purged, "result",
+                        res->result == SPOOL_OK ? "ok" : "failed"));
+    if (!c) return;
+    if (res->result == SPOOL_OK)
+        ctl_send(c, json_pack("{s:b, s:I, s:I, s:I}", "ok", 1, "applied", (json_int_t)res->applied,
+                              "existing", (json_int_t)res->existing, "purged",
+                              (json_int_t)res->purged));
+    else
+        ctl_fail(c, res->result == SPOOL_EFULL ? "spool full" : "spool write failed");
+    c->waiting = false;
+    ctl_process(c);
+}
+
+/*
+ * ctl_cmd_suppress - suppress_add / suppress_remove / forget: every entry is
+ * checked before anything is submitted, so a bad line changes nothing
+ */
+static void ctl_cmd_suppress(struct ctl_conn *c, json_t *req, const char *cmd)
+{
+    struct fb_req *r = fb_req_new(c->eng);
+    char err[300], msg[400];
+    int rc = 0;
+    if (strcmp(cmd, "forget") == 0) {
+        const char *a = json_string_value(json_object_get(req, "address"));
+        rc = a ? fb_req_forget(r, a, err, sizeof err) : -1;
+        if (!a) snprintf(err, sizeof err, "missing \"address\"");
+    } else {
+        json_t *ents = json_object_get(req, "entries");
+        size_t n = json_array_size(ents), i;
+        json_t *e;
+        if (!json_is_array(ents) || n == 0 || n > CTL_SUPP_BATCH_MAX) {
+            rc = -1;
+            snprintf(err, sizeof err, "\"entries\" must be a list of 1 to %d objects",
+                     CTL_SUPP_BATCH_MAX);
+        }
+        bool purge = !json_is_false(json_object_get(req, "purge"));
+        json_array_foreach(ents, i, e) {
+            if (rc < 0) break;
+            const char *a = json_string_value(json_object_get(e, "address"));
+            const char *scope = json_string_value(json_object_get(e, "scope"));
+            if (!a) {
+                snprintf(err, sizeof err, "entry %zu: missing \"address\"", i + 1);
+                rc = -1;
+                break;
+            }
+            if (strcmp(cmd, "suppress_remove") == 0) {
+                rc = fb_req_del(r, scope ? scope : "", a, err, sizeof err);
+            } else {
+                const char *rs = json_string_value(json_object_get(e, "reason"));
+                const char *src = json_string_value(json_object_get(e, "source"));
+                json_int_t exp = json_integer_value(json_object_get(e, "expires_at"));
+                enum SUPPRESS_REASON reason = SUPPRESS_MANUAL;
+                if (rs && (suppress_reason_parse(rs, &reason) < 0 ||
+                           reason == SUPPRESS_FORGOTTEN)) {
+                    snprintf(err, sizeof err,
+                             "bad reason \"%.60s\": hard-bounce, complaint, unsubscribe, "
+                             "manual or soft-bounce",
+                             rs);
+                    rc = -1;
+                    break;
+                }
+                rc = fb_req_put(r, scope ? scope : "", a, reason, (int64_t)exp * 1000,
+                                src ? src : "manual", purge, err, sizeof err);
+            }
+            if (rc < 0) {
+                snprintf(msg, sizeof msg, "entry %zu: %s", i + 1, err);
+                str_copy(err, sizeof err, msg);
+            }
+        }
+    }
+    if (rc < 0) {
+        /* the request is refused whole: free it without committing anything */
+        fb_req_submit_cancel(r);
+        return ctl_fail(c, err);
+    }
+    c->waiting = true;
+    fb_req_submit(r, c->id, ctl_supp_done);
+}
+
+/* ctl_supp_entry_json - one entry as volleyctl shows it */
+static json_t *ctl_supp_entry_json(const char *scope, const char *target,
+                                   const struct suppress_rec *rec)
+{
+    char created[40], expires[40] = "";
+    time_rfc3339(rec->created_ms, created, sizeof created);
+    if (rec->expires_ms) time_rfc3339(rec->expires_ms, expires, sizeof expires);
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "scope", scope, "address", target,
+                     "reason", suppress_reason_str(rec->reason), "created", created, "expires",
+                     expires, "source", rec->source);
+}
+
+static void ctl_cmd_supp_check(struct ctl_conn *c, json_t *req)
+{
+    const char *a = json_string_value(json_object_get(req, "address"));
+    const char *sender = json_string_value(json_object_get(req, "sender"));
+    const char *list = json_string_value(json_object_get(req, "list"));
+    char norm[SUPPRESS_ADDR_MAX], matched[SUPPRESS_KEY_MAX + 8];
+    if (!a || suppress_normalize(a, norm, sizeof norm) < 0 || norm[0] == '@')
+        return ctl_fail(c, "\"address\" must be an address");
+    const char *at = sender ? strrchr(sender, '@') : NULL;
+    struct suppress_rec rec;
+    int rc = spool_supp_check(c->eng->spool, norm, at ? at + 1 : (sender ? sender : ""),
+                              list ? list : "", now_ms(), &rec, matched, sizeof matched);
+    if (rc < 0) return ctl_fail(c, "spool read failed");
+    json_t *out = json_pack("{s:b, s:s, s:b}", "ok", 1, "address", norm, "suppressed", rc == 1);
+    if (rc == 1) {
+        char *sp = strchr(matched, ' ');
+        json_object_set_new(out, "entry", sp ? ctl_supp_entry_json("", sp + 1, &rec)
+                                             : ctl_supp_entry_json("", matched, &rec));
+        if (sp) {
+            *sp = '\0';
+            json_object_set_new(json_object_get(out, "entry"), "scope", json_string(matched));
+        }
+    }
+    ctl_send(c, out);
+}
+
+struct ctl_supp_list {
+    json_t *arr;
+    size_t limit;
+    bool more;
+};
+
+static int ctl_supp_list_one(void *arg, const char *scope, const char *target,
+                             const struct suppress_rec *rec)
+{
+    struct ctl_supp_list *l = arg;
+    if (json_array_size(l->arr) >= l->limit) {
+        l->more = true;
+        return 1;
+    }
+    json_array_append_new(l->arr, ctl_supp_entry_json(scope, target, rec));
+    return 0;
+}
+
+/* ctl_cmd_supp_list - a page of entries; "after" is the last page's last entry */
+static void ctl_cmd_supp_list(struct ctl_conn *c, json_t *req)
+{
+    const char *scope = json_string_value(json_object_get(req, "scope"));
+    json_t *after = json_object_get(req, "after");
+    json_int_t limit = json_integer_value(json_object_get(req, "limit"));
+    struct ctl_supp_list l = {json_array(),
+                              limit > 0 && limit < CTL_SUPP_LIST_MAX ? (size_t)limit
+                                                                     : CTL_SUPP_LIST_MAX,
+                              false};
+    if (scope && !suppress_scope_valid(scope)) {
+        json_decref(l.arr);
+        return ctl_fail(c, "bad \"scope\"");
+    }
+    if (spool_supp_walk(c->eng->spool, scope,
+                        json_string_value(json_object_get(after, "scope")),
+                        json_string_value(json_object_get(after, "address")), ctl_supp_list_one,
+                        &l) < 0) {
+        json_decref(l.arr);
+        return ctl_fail(c, "spool read failed");
+    }
+    ctl_send(c, json_pack("{s:b, s:o, s:b}", "ok", 1, "entries", l.arr, "more", l.more));
+}
+
 /* A request every worker answers; the reply goes out after the last one. */
 struct ctl_sites_req {
     uint64_t owner;
@@ -602,6 +775,13 @@ static void ctl_request(struct ctl_conn *c, const char *line, size_t len)
         ctl_cmd_change(c, req, SPOOL_OP_RETRY, "retry");
     else if (strcmp(cmd, "sites") == 0)
         ctl_cmd_sites(c);
+    else if (strcmp(cmd, "suppress_add") == 0 || strcmp(cmd, "suppress_remove") == 0 ||
+             strcmp(cmd, "forget") == 0)
+        ctl_cmd_suppress(c, req, cmd);
+    else if (strcmp(cmd, "suppress_check") == 0)
+        ctl_cmd_supp_check(c, req);
+    else if (strcmp(cmd, "suppress_list") == 0)
+        ctl_cmd_supp_list(c, req);
     else if (strcmp(cmd, "suspend") == 0 || strcmp(cmd, "resume") == 0)
         ctl_cmd_shape(c, req, strcmp(cmd, "suspend") == 0);
     else if (strcmp(cmd, "verify") == 0) {

@@ -55,6 +55,29 @@
  *         "down_reason":"...","worker":N},...]}
  *     (delivered/deferred/bounced: recipients since start)
  *
+ *   {"cmd":"suppress_add","entries":[{"address":"a@b.example" | "@b.example" |
+ *        "#<sha256 hex>","scope":"" | "domain:SENDERDOMAIN" | "list:NAME",
+ *        "reason":"manual" (default) | "hard-bounce" | "complaint" | "unsubscribe" |
+ *        "soft-bounce","source":"text","expires_at":EPOCH_SECONDS (0/absent = never)},
+ *        ...(1 to 5000)][,"purge":true]}
+ *     every entry is checked first (a bad one refuses the request: "entry N: why");
+ *     then stored, and (purge, the default) the queued recipients each matches are
+ *     removed in the same commit, each with a "suppressed" accounting record
+ *     -> {"ok":true,"applied":N (new),"existing":N,"purged":N}
+ *   {"cmd":"suppress_remove","entries":[{"address":...,"scope":...},...]}
+ *     -> {"ok":true,"applied":N (removed),"existing":0,"purged":0}
+ *   {"cmd":"forget","address":A}
+ *     privacy erasure: A's entries in every scope are removed, only the SHA-256 of
+ *     the normalised address is kept (reason "forgotten"), and every queued
+ *     recipient A is purged -> {"ok":true,"applied":0|1,"existing":N,"purged":N}
+ *   {"cmd":"suppress_check","address":A[,"sender":S][,"list":L]}
+ *     -> {"ok":true,"address":"normalised","suppressed":bool[,"entry":{"scope",
+ *         "address","reason","created","expires","source"}]}
+ *   {"cmd":"suppress_list"[,"scope":S][,"after":{"scope":S,"address":T}][,"limit":N]}
+ *     a page of entries in key order (at most 10000) -> {"ok":true,"entries":[{"scope",
+ *     "address","reason","created","expires","source"},...],"more":bool}; page on
+ *     with "after" = the last entry
+ *
  *   {"cmd":"verify"} -> {"ok":true,"violations":N,"first":"..."}
  *   {"cmd":"log_rotate"} -> {"ok":true}
  *

@@ -2,6 +2,9 @@
  * engine - front loop, signals, spool mailbox and id registry (see engine.h).
  */
 #include "engine.h"
+#include "bounce_class.h"
+#include "feedback.h"
+#include "http.h"
 #include "ctl.h"
 #include "log.h"
 #include "sched_queue.h"
@@ -11,6 +14,7 @@
 #include "warmup.h"
 #include "worker.h"
 
+#include <event2/buffer.h>
 #include <openssl/ssl.h>
 
 #include <errno.h>
@@ -181,12 +185,19 @@ static void engine_exit_poll(evutil_socket_t fd, short what, void *arg)
     engine_maybe_exit(arg);
 }
 
-struct engine_rules *engine_rules_load(const char *path, char *err, size_t errsz)
+struct engine_rules *engine_rules_load(const char *path, const char *classify_path, char *err,
+                                       size_t errsz)
 {
     struct shape_rules *r = shape_rules_load(path, err, errsz);
     if (!r) return NULL;
+    struct bounce_class *bc = bounce_class_load(classify_path, err, errsz);
+    if (!bc) {
+        shape_rules_free(r);
+        return NULL;
+    }
     struct engine_rules *er = xcalloc(1, sizeof *er);
     er->rules = r;
+    er->classify = bc;
     er->refs = 1;
     return er;
 }
@@ -201,6 +212,7 @@ void engine_rules_unref(struct engine_rules *er)
 {
     if (!er || __atomic_sub_fetch(&er->refs, 1, __ATOMIC_ACQ_REL) > 0) return;
     shape_rules_free(er->rules);
+    bounce_class_free(er->classify);
     free(er);
 }
 
@@ -221,7 +233,8 @@ static void engine_rules_swap_done(void *ctx, json_t *result, void *arg)
 static void engine_reload_rules(struct engine *eng)
 {
     char err[512];
-    struct engine_rules *er = engine_rules_load(eng->conf->shaping_rules_file, err, sizeof err);
+    struct engine_rules *er = engine_rules_load(eng->conf->shaping_rules_file,
+                                                eng->conf->feedback_classify_rules, err, sizeof err);
     if (!er) {
         log_msg(LOG_ERROR, "rules_reload", "keeping the old shaping rules: %s", err);
         return;
@@ -254,11 +267,38 @@ static void engine_signal_cb(evutil_socket_t sig, short what, void *arg)
     eng->stopping = true;
     smtpd_shutdown(eng);
     ctl_shutdown(eng);
+    if (eng->http) {
+        http_free(eng->http);
+        eng->http = NULL;
+    }
     struct timeval grace = {ENGINE_SHUTDOWN_GRACE_S, 0}, tick = {0, 100000};
     event_base_loopexit(eng->base, &grace);
     eng->exit_poll = event_new(eng->base, -1, EV_PERSIST, engine_exit_poll, eng);
     event_add(eng->exit_poll, &tick);
     engine_maybe_exit(eng);
+}
+
+/* engine_sent_purge_done - log what the purge removed */
+static void engine_sent_purge_done(void *ctx, struct engine_job *ej)
+{
+    if (ej->op.result != SPOOL_OK || ej->op.count)
+        log_event(ej->op.result == SPOOL_OK ? LOG_INFO : LOG_ERROR, "sent_purge",
+                  json_pack("{s:I, s:s}", "records", (json_int_t)ej->op.count, "result",
+                            ej->op.result == SPOOL_OK ? "ok" : "failed"));
+    free(ej);
+}
+
+/* engine_sent_purge_cb - sent records older than feedback.sent_retention go; ids
+ * carry their creation time, so the cutoff is an id */
+static void engine_sent_purge_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct engine *eng = arg;
+    struct engine_job *j = xcalloc(1, sizeof *j);
+    int64_t cutoff = now_ms() - eng->conf->feedback_sent_retention * 1000;
+    j->op.type = SPOOL_OP_SENT_PURGE;
+    j->op.sel.id = cutoff > 0 ? (uint64_t)cutoff << 20 : 0;
+    j->complete = engine_sent_purge_done;
+    if (engine_submit(eng, j) < 0) free(j);
 }
 
 struct engine *engine_create(struct conf *conf, char *err, size_t errsz)
@@ -292,7 +332,9 @@ struct engine *engine_create(struct conf *conf, char *err, size_t errsz)
     };
     if (spool_open(&eng->spool, &sp, err, errsz) < 0)
         goto fail;
-    eng->rules = engine_rules_load(conf->shaping_rules_file, err, errsz);
+    eng->rules = engine_rules_load(conf->shaping_rules_file, conf->feedback_classify_rules, err,
+                                  errsz);
+    if (eng->rules && fb_start(eng, err, errsz) < 0) goto fail;
     if (!eng->rules) goto fail;
     eng->warmup = warmup_new();
     if (warmup_load(eng->warmup, eng->spool, now_ms() / WARMUP_DAY_MS) < 0) {
@@ -301,6 +343,10 @@ struct engine *engine_create(struct conf *conf, char *err, size_t errsz)
     }
     if (engine_start_workers(eng, err, errsz) < 0)
         goto fail;
+    eng->sent_purge = event_new(eng->base, -1, EV_PERSIST, engine_sent_purge_cb, eng);
+    struct timeval hourly = {3600, 0};
+    event_add(eng->sent_purge, &hourly);
+    engine_sent_purge_cb(-1, 0, eng);
 
     eng->sig_term = evsignal_new(eng->base, SIGTERM, engine_signal_cb, eng);
     eng->sig_int = evsignal_new(eng->base, SIGINT, engine_signal_cb, eng);
@@ -316,9 +362,70 @@ fail:
     return NULL;
 }
 
+/* engine_http_unsub - the one-click endpoint verified a token: suppress, then let
+ * it answer (the 200 goes out only after the commit) */
+static void engine_http_unsub_done(struct engine *eng, uint64_t req_id, const struct fb_result *res)
+{
+    if (eng->http) http_unsub_done(eng->http, req_id, res->result == SPOOL_OK ? 0 : -1);
+}
+
+static void engine_http_unsub(void *arg, uint64_t req_id, const char *list, const char *addr,
+                              uint64_t msgid)
+{
+    fb_unsubscribe(arg, req_id, list, addr, msgid, "one-click", engine_http_unsub_done);
+}
+
+/* engine_http_metrics - Prometheus text exposition of the counters status shows */
+static void engine_http_metrics(void *arg, struct evbuffer *out)
+{
+    struct engine *eng = arg;
+    struct spool_totals t;
+    memset(&t, 0, sizeof t);
+    spool_totals(eng->spool, &t);
+    evbuffer_add_printf(out,
+                        "# TYPE volley_queue_messages gauge\nvolley_queue_messages %llu\n"
+                        "# TYPE volley_queue_recipients gauge\nvolley_queue_recipients %llu\n"
+                        "# TYPE volley_spool_used_bytes gauge\nvolley_spool_used_bytes %llu\n"
+                        "# TYPE volley_accepted_messages_total counter\n"
+                        "volley_accepted_messages_total %llu\n"
+                        "# TYPE volley_accepted_recipients_total counter\n"
+                        "volley_accepted_recipients_total %llu\n"
+                        "# TYPE volley_rejected_messages_total counter\n"
+                        "volley_rejected_messages_total %llu\n",
+                        (unsigned long long)t.msgs, (unsigned long long)t.rcpts,
+                        (unsigned long long)t.used_bytes,
+                        (unsigned long long)eng->stats.accepted_msgs,
+                        (unsigned long long)eng->stats.accepted_rcpts,
+                        (unsigned long long)eng->stats.rejected);
+}
+
+/* engine_http_start - the HTTP endpoint on feedback.http_listen ("ip:port") */
+static int engine_http_start(struct engine *eng)
+{
+    const char *spec = eng->conf->feedback_http_listen;
+    if (!*spec) return 0;
+    char host[128];
+    const char *colon = strrchr(spec, ':');
+    if (!colon || colon == spec || (size_t)(colon - spec) >= sizeof host) {
+        log_msg(LOG_ERROR, "listen", "feedback.http_listen: bad address \"%s\"", spec);
+        return -1;
+    }
+    memcpy(host, spec, (size_t)(colon - spec));
+    host[colon - spec] = '\0';
+    char err[256];
+    struct http_callbacks cb = {engine_http_unsub, engine_http_metrics, eng};
+    eng->http = http_start(eng->base, host, atoi(colon + 1), &eng->verp_key, &cb, err, sizeof err);
+    if (!eng->http) {
+        log_msg(LOG_ERROR, "listen", "feedback.http_listen %s: %s", spec, err);
+        return -1;
+    }
+    log_msg(LOG_NOTICE, "listen", "http on %s", spec);
+    return 0;
+}
+
 int engine_listen(struct engine *eng)
 {
-    if (smtpd_listen(eng) < 0 || ctl_listen(eng) < 0)
+    if (smtpd_listen(eng) < 0 || ctl_listen(eng) < 0 || engine_http_start(eng) < 0)
         return -1;
     return 0;
 }
@@ -343,6 +450,9 @@ void engine_free(struct engine *eng)
         smtpd_free(eng);
         ctl_shutdown(eng);
     }
+    if (eng->http) http_free(eng->http);
+    eng->http = NULL;
+    if (eng->sent_purge) event_free(eng->sent_purge);
     /* workers first: they wait for their own spool commits */
     int n = eng->nworkers;
     eng->nworkers = 0;

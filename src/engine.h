@@ -15,6 +15,7 @@
 #include "conf.h"
 #include "mbox.h"
 #include "spool.h"
+#include "verp.h"
 
 #include <event2/event.h>
 #include <pthread.h>
@@ -31,9 +32,11 @@ struct shape_rules;
  */
 struct engine_rules {
     struct shape_rules *rules;
+    struct bounce_class *classify; /* bounce classification rules (bounce_class.h) */
     int refs; /* atomic */
 };
-struct engine_rules *engine_rules_load(const char *path, char *err, size_t errsz);
+struct engine_rules *engine_rules_load(const char *path, const char *classify_path, char *err,
+                                       size_t errsz);
 struct engine_rules *engine_rules_ref(struct engine_rules *er);
 void engine_rules_unref(struct engine_rules *er);
 
@@ -87,6 +90,10 @@ struct engine {
     struct ctl *ctl;
     struct engine_rules *rules; /* the front thread's reference */
     struct warmup *warmup;      /* warm-up counts shared by the workers */
+    struct verp_key verp_key;   /* signs VERP and unsubscribe tokens (feedback.secret) */
+    bool verp_on;               /* feedback.secret is set */
+    struct http *http;          /* the HTTP endpoint, NULL when off */
+    struct event *sent_purge;   /* hourly: forget sent records past their retention */
 };
 
 /* engine_create - build the loop and open the spool; NULL + err on failure */

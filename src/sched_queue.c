@@ -23,6 +23,9 @@
 #include "sched_queue.h"
 #include "dsn.h"
 #include "engine.h"
+#include "bounce_class.h"
+#include "feedback.h"
+#include "suppress.h"
 #include "log.h"
 #include "msgid.h"
 #include "shape.h"
@@ -59,6 +62,7 @@ struct sched_msg {
     uint32_t flags;
     int64_t created_ms;
     char *pool; /* X-Volley-Pool given at injection, "" = by the rules */
+    char *list; /* X-Volley-List given at injection, "" = none */
     int refs;
 };
 
@@ -78,6 +82,7 @@ struct sched_job {
     unsigned pool_gen;
     int src; /* the source of its pool it is meant for (weighted turn), -1 = any */
     int64_t hold_until_ms; /* set: settle as deferred until then (no source can send) */
+    char *mail_from;       /* the VERP return path, NULL = the message's sender */
     uint8_t *warm_key;     /* the warm-up count it took (warmup_key), NULL if none: it
                               goes to the outcome op, or is given back unsent */
     size_t warm_keylen;
@@ -240,13 +245,26 @@ struct sched_out {
     char pool[SHAPE_NAME_MAX];
     uint8_t warm_key[WARMUP_KEY_MAX]; /* the warm-up count committed with the outcomes */
     struct spool_count warm_count;
+    /* per outcome: the failure's classification, and what it suppresses */
+    struct bounce_verdict *verdicts;
+    struct sched_supp_buf *sbuf;
+    struct spool_supp *supp;
+    struct spool_soft *soft;
     /* the DSN to the sender (delivery.dsn), stored with the outcomes */
     struct spool_msg dsn;
     struct vbuf dsn_content;
     const char *dsn_rcpt[1];
 };
 
+/* the strings a hard or soft bounce's suppression points at */
+struct sched_supp_buf {
+    char target[SUPPRESS_ADDR_MAX];
+    uint8_t rec[SUPPRESS_REC_MAX];
+    size_t reclen;
+};
+
 static void sched_dispatch(struct sched *s, struct sched_site *site);
+static bool sched_job_per_rcpt(struct sched *s, const struct sched_job *job);
 static void sched_route(struct sched *s, struct sched_job *job);
 
 /* ---------------------------------------------------------------- in-flight set */
@@ -334,6 +352,7 @@ static void sched_msg_unref(struct sched_msg *m)
     free(m->sender);
     free(m->campaign);
     free(m->pool);
+    free(m->list);
     free(m);
 }
 
@@ -357,6 +376,7 @@ static void sched_job_free(struct sched *s, struct sched_job *job, bool drop_key
     }
     s->ready -= job->nrcpt;
     sched_job_warm_return(s, job);
+    free(job->mail_from);
     free(job->rcpts);
     free(job->rcpt_ptrs);
     free(job->replies);
@@ -857,6 +877,10 @@ static void sched_out_done(void *ctx, struct engine_job *ej)
             (json_int_t)((now - o->msg->created_ms) / 1000));
         json_object_set_new(rec, "vmta", json_string(o->source_name));
         json_object_set_new(rec, "pool", json_string(o->pool));
+        if (o->verdicts && out->kind != SPOOL_OUT_DELIVERED) {
+            json_object_set_new(rec, "category", json_string(bounce_cat_str(o->verdicts[i].cat)));
+            json_object_set_new(rec, "hard", json_boolean(o->verdicts[i].hard));
+        }
         if (out->kind == SPOOL_OUT_DEFERRED) {
             char t[40];
             json_object_set_new(rec, "next_attempt",
@@ -876,6 +900,23 @@ static void sched_out_done(void *ctx, struct engine_job *ej)
                     "no room in the spool for the delivery status notification of %s to <%s>",
                     idtxt, o->msg->sender);
     }
+    for (uint32_t i = 0; ej->op.result == SPOOL_OK && i < ej->op.npurged; i++) {
+        /* other queued mail to an address this delivery found dead */
+        const struct spool_purged *p = &ej->op.purged[i];
+        char pid[MSGID_STR_LEN + 1];
+        msgid_format(p->id, pid);
+        const char *at = strrchr(p->addr, '@');
+        sched_acct(s, "suppressed",
+                   json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "msgid", pid, "campaign",
+                             p->campaign, "list", p->list, "sender", p->sender, "recipient",
+                             p->addr, "domain", at ? at + 1 : "", "stage", "queue", "diag",
+                             p->cause < ej->op.nsupp ? "hard-bounce" : "soft-bounce"));
+    }
+    free(ej->op.purged);
+    free(o->verdicts);
+    free(o->sbuf);
+    free(o->supp);
+    free(o->soft);
     vbuf_free(&o->dsn_content);
     sched_out_free_texts(o);
     for (uint32_t i = 0; i < o->n; i++)
@@ -975,6 +1016,50 @@ static void sched_dsn_prepare(struct sched *s, struct sched_out *o, struct sched
     o->dsn.content = o->dsn_content.data;
     o->dsn.content_len = o->dsn_content.len;
     o->ej.op.msg = &o->dsn;
+}
+
+/*
+ * sched_classify - every failure of o gets its category (one classifier for
+ * replies during delivery and for DSNs that come later); a hard bounce suppresses
+ * the address and a final soft failure counts towards feedback.soft_bounce_limit,
+ * both in the outcomes' own transaction
+ */
+static void sched_classify(struct sched *s, struct sched_out *o)
+{
+    const struct conf *c = s->conf;
+    for (uint32_t i = 0; i < o->n; i++) {
+        enum SPOOL_OUTCOME kind = o->outs[i].kind;
+        if (kind == SPOOL_OUT_DELIVERED) continue;
+        if (!o->verdicts) {
+            o->verdicts = xcalloc(o->n, sizeof *o->verdicts);
+            o->sbuf = xcalloc(o->n, sizeof *o->sbuf);
+            o->supp = xcalloc(o->n, sizeof *o->supp);
+            o->soft = xcalloc(o->n, sizeof *o->soft);
+        }
+        const struct smtpc_reply *r = &o->replies[i];
+        struct bounce_verdict *v = &o->verdicts[i];
+        bounce_classify(s->rules->classify, r->code, r->enh, r->text, v);
+        if (kind == SPOOL_OUT_DEFERRED) continue;
+        bool hard = kind == SPOOL_OUT_BOUNCED && v->hard;
+        if (hard ? !c->feedback_suppress_hard : c->feedback_soft_limit <= 0) continue;
+        struct sched_supp_buf *b = &o->sbuf[i];
+        if (suppress_normalize(o->addrs[i], b->target, sizeof b->target) < 0) continue;
+        struct suppress_rec rec = {.reason = hard ? SUPPRESS_HARD_BOUNCE : SUPPRESS_SOFT_BOUNCE,
+                                   .created_ms = now_ms()};
+        snprintf(rec.source, sizeof rec.source, "%s %d %s %s: %.200s",
+                 hard ? "bounce" : "soft", r->code, r->enh, bounce_cat_str(v->cat), r->text);
+        b->reclen = suppress_rec_encode(&rec, b->rec, sizeof b->rec);
+        if (hard)
+            o->supp[o->ej.op.nsupp++] = (struct spool_supp){.act = SPOOL_SUPP_PUT, .scope = "",
+                                                             .target = b->target, .rec = b->rec,
+                                                             .reclen = b->reclen, .purge = true};
+        else
+            o->soft[o->ej.op.nsoft++] = (struct spool_soft){
+                .addr = b->target, .day = now_ms() / 86400000, .limit = (int)c->feedback_soft_limit,
+                .window_days = (int)c->feedback_soft_days, .rec = b->rec, .reclen = b->reclen};
+    }
+    o->ej.op.supp = o->supp;
+    o->ej.op.soft = o->soft;
 }
 
 /*
@@ -1087,10 +1172,12 @@ static void sched_finish(struct sched *s, struct sched_job *job, struct sched_co
         snprintf(site->last_reply, sizeof site->last_reply, "%s", o->outs[0].reply);
 
     if (c->delivery_dsn) sched_dsn_prepare(s, o, job, conn, now);
+    sched_classify(s, o);
 
     o->ej.op.type = SPOOL_OP_OUTCOMES;
     o->ej.op.outcomes = o->outs;
     o->ej.op.noutcomes = o->n;
+    o->ej.op.keep_sent = s->p.verp != NULL; /* late bounces map back through VERP */
     if (job->warm_key) { /* the count commits with what it counts */
         memcpy(o->warm_key, job->warm_key, job->warm_keylen);
         o->warm_count.key = o->warm_key;
@@ -1266,6 +1353,8 @@ static void sched_site_unpick(struct sched_site *site, struct sched_job *job)
 static void sched_job_unprepare(struct sched *s, struct sched_job *job)
 {
     sched_job_warm_return(s, job);
+    free(job->mail_from);
+    job->mail_from = NULL;
     vbuf_free(&job->content);
     free(job->rcpt_ptrs);
     free(job->replies);
@@ -1278,7 +1367,40 @@ static void sched_job_unprepare(struct sched *s, struct sched_job *job)
 static int sched_job_prepare(struct sched *s, struct sched_job *job)
 {
     vbuf_init(&job->content, SIZE_MAX);
-    if (spool_msg_content(s->p.spool, job->msg->id, &job->content) < 0) {
+    /* VERP and List-Unsubscribe are per recipient: such a job has one (see
+     * sched_conn_take); its header lines go first, the stored bytes after */
+    if (sched_job_per_rcpt(s, job)) {
+        struct fb_msg fm = {job->msg->sender, job->msg->campaign, job->msg->list, job->msg->id};
+        char mail_from[SPOOL_COUNT_KEY_MAX];
+        struct vbuf body;
+        vbuf_init(&body, SIZE_MAX);
+        if (spool_msg_content(s->p.spool, job->msg->id, &body) == 0) {
+            fb_decorate(s->conf, s->p.verp, &fm, job->rcpts[0].idx, job->rcpts[0].addr, body.data,
+                        body.len, mail_from, sizeof mail_from, &job->content);
+            if (*mail_from) job->mail_from = xstrdup(mail_from);
+        }
+        vbuf_free(&body);
+    }
+    uint32_t *idx = xcalloc(job->nrcpt, sizeof *idx);
+    bool *live = xcalloc(job->nrcpt, sizeof *live);
+    for (uint32_t i = 0; i < job->nrcpt; i++)
+        idx[i] = job->rcpts[i].idx;
+    int rc = spool_msg_content_live(s->p.spool, job->msg->id, &job->content, idx, job->nrcpt, live);
+    uint32_t kept = 0;
+    for (uint32_t i = 0; rc == 0 && i < job->nrcpt; i++) {
+        if (live[i]) {
+            job->rcpts[kept++] = job->rcpts[i];
+            continue;
+        }
+        /* suppressed (purged) or deleted since it was loaded: never sent */
+        sched_key_del(s, job->msg->id, job->rcpts[i].idx);
+        free(job->rcpts[i].addr);
+        s->ready--;
+    }
+    free(idx);
+    free(live);
+    if (rc == 0) job->nrcpt = kept;
+    if (rc < 0 || kept == 0) {
         sched_job_free(s, job, true);
         return -1;
     }
@@ -1287,7 +1409,7 @@ static int sched_job_prepare(struct sched *s, struct sched_job *job)
     for (uint32_t i = 0; i < job->nrcpt; i++)
         job->rcpt_ptrs[i] = job->rcpts[i].addr;
     memset(&job->txn, 0, sizeof job->txn);
-    job->txn.sender = job->msg->sender;
+    job->txn.sender = job->mail_from ? job->mail_from : job->msg->sender;
     job->txn.rcpts = job->rcpt_ptrs;
     job->txn.nrcpt = job->nrcpt;
     job->txn.content = job->content.data;
@@ -1296,6 +1418,14 @@ static int sched_job_prepare(struct sched *s, struct sched_job *job)
     job->txn.smtputf8 = (job->msg->flags & SPOOL_MSG_SMTPUTF8) != 0;
     job->txn.rcpt_reply = job->replies;
     return 0;
+}
+
+/* sched_job_per_rcpt - does job's message get a VERP return path or unsubscribe
+ * headers, which differ per recipient? */
+static bool sched_job_per_rcpt(struct sched *s, const struct sched_job *job)
+{
+    struct fb_msg fm = {job->msg->sender, job->msg->campaign, job->msg->list, job->msg->id};
+    return s->p.verp && fb_decorate_needed(s->conf, s->p.verp, &fm, NULL, 0);
 }
 
 /* sched_job_split - keep the first keep recipients in job; the rest become a job
@@ -1340,8 +1470,10 @@ static struct sched_job *sched_conn_take(struct sched_conn *conn,
     do {
         job = sched_site_pick(s, site, chain_dom, p);
         if (!job) return NULL;
-        if (job->nrcpt > (uint32_t)site->lim.max_recipients_per_transaction)
-            sched_job_split(site, job, (uint32_t)site->lim.max_recipients_per_transaction);
+        uint32_t maxr = sched_job_per_rcpt(s, job)
+                            ? 1
+                            : (uint32_t)site->lim.max_recipients_per_transaction;
+        if (job->nrcpt > maxr) sched_job_split(site, job, maxr);
     } while (sched_job_prepare(s, job) < 0);
     /* the warm-up count first: sched_pair_wait saw room, but another worker sending
      * to a site of the same class may have taken it since */
@@ -1935,6 +2067,7 @@ static void sched_load_one(void *arg, const struct spool_due_item *item,
             msg->sender = xstrdup(m->sender);
             msg->campaign = xstrdup(m->campaign);
             msg->pool = xstrdup(m->pool ? m->pool : "");
+            msg->list = xstrdup(m->list ? m->list : "");
             msg->flags = m->flags;
             msg->created_ms = m->created_ms;
         }

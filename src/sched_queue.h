@@ -41,6 +41,7 @@ struct sched_params {
     const char *helo_name;
     struct engine_rules *rules; /* shaping rules: the scheduler takes this reference */
     struct warmup *warmup;      /* shared warm-up counts (warmup.h) */
+    const struct verp_key *verp; /* feedback signing key; NULL = no VERP, no unsubscribe links */
 };
 
 struct sched;

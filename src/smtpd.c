@@ -30,12 +30,14 @@
  */
 #include "smtpd.h"
 #include "engine.h"
+#include "feedback.h"
 #include "log.h"
 #include "msg_header.h"
 #include "msgid.h"
 #include "net.h"
 #include "smtp_syntax.h"
 #include "shape.h"
+#include "suppress.h"
 #include "util.h"
 
 #include <errno.h>
@@ -59,7 +61,7 @@
 #define SMTPD_WRITE_HIWAT (256 * 1024) /* replies queued before we stop reading */
 #define SMTPD_CAMPAIGN_MAX 128
 #define SMTPD_CONTENT_INITIAL (16 * 1024)
-#define SMTPD_MAX_LISTENERS (CONF_MAX_LISTEN + 1)
+#define SMTPD_MAX_LISTENERS (2 * CONF_MAX_LISTEN + 1)
 
 enum SMTPD_STATE {
     SMTPD_PREGREET, /* waiting pregreet_ms before the banner */
@@ -86,6 +88,7 @@ struct smtpd_session {
     bool parked; /* counted in smtpd.npaused, reading off until smtpd_resume */
     char client[64];
     char helo[256];
+    bool intake; /* a feedback listener's session: bounce domains only, no queueing */
     bool greeted, esmtp;
     int errors;
 
@@ -118,7 +121,7 @@ struct smtpd {
 struct smtpd_job {
     struct engine_job job;
     struct spool_msg msg;
-    char *sender, *campaign, *client, *helo, *pool;
+    char *sender, *campaign, *client, *helo, *pool, *list;
     char **rcpts;
     uint32_t nrcpt;
     struct vbuf content;
@@ -389,6 +392,26 @@ static void smtpd_cmd_mail(struct smtpd_session *s, const char *arg, size_t len)
     smtpd_reply(s, "250 2.1.0 Ok");
 }
 
+/*
+ * smtpd_suppressed - is addr suppressed for this session's sender (and list, when
+ * known)?  why gets "reason, matched entry".  A spool read error counts as not
+ * suppressed here: the scheduler's purge and the delivery-time lists still apply,
+ * and refusing all mail over a read hiccup would be worse.
+ */
+static bool smtpd_suppressed(struct engine *eng, const char *sender, const char *addr,
+                             const char *list, char *why, size_t whyn)
+{
+    char norm[SUPPRESS_ADDR_MAX], matched[SUPPRESS_KEY_MAX + 8];
+    struct suppress_rec rec;
+    if (suppress_normalize(addr, norm, sizeof norm) < 0) return false;
+    const char *at = strrchr(sender, '@');
+    int rc = spool_supp_check(eng->spool, norm, at ? at + 1 : "", list, now_ms(), &rec,
+                              matched, sizeof matched);
+    if (rc != 1) return false;
+    snprintf(why, whyn, "%s: %.150s", suppress_reason_str(rec.reason), matched);
+    return true;
+}
+
 /* smtpd_cmd_rcpt - RCPT TO:<path> */
 static void smtpd_cmd_rcpt(struct smtpd_session *s, const char *arg, size_t len)
 {
@@ -404,6 +427,15 @@ static void smtpd_cmd_rcpt(struct smtpd_session *s, const char *arg, size_t len)
         return smtpd_error(s, "rcpt", smtp_path_err_reply(e, true));
     if (plen)
         return smtpd_error(s, "rcpt", "555 5.5.4 Unsupported RCPT parameter");
+    if (s->intake) {
+        char r[300], a[2 * SMTP_PATH_MAX + 4];
+        snprintf(a, sizeof a, "%.*s@%s", (int)path.local_len, path.addr, path.domain);
+        if (!path.domain[0] || fb_intake_rcpt(s->eng, a, r, sizeof r) < 0) {
+            if (!path.domain[0])
+                snprintf(r, sizeof r, "550 5.7.1 Relay access denied: not a feedback domain");
+            return smtpd_error(s, "rcpt", r);
+        }
+    }
     if (s->nrcpt >= (uint32_t)s->eng->conf->inject_max_recipients) {
         /* a 4xx, not a 5xx: RFC 5321 3.5.3 lets the client send the rest later */
         smtpd_reply(s, "452 4.5.3 Error: too many recipients");
@@ -415,6 +447,14 @@ static void smtpd_cmd_rcpt(struct smtpd_session *s, const char *arg, size_t len)
         snprintf(addr, sizeof addr, "postmaster@%s", s->eng->hostname);
     else
         snprintf(addr, sizeof addr, "%.*s@%s", (int)path.local_len, path.addr, path.domain);
+    if (!s->intake && strcmp(s->eng->conf->suppress_at_injection, "refuse") == 0) {
+        char why[200];
+        if (smtpd_suppressed(s->eng, s->sender, addr, "", why, sizeof why)) {
+            char r[300];
+            snprintf(r, sizeof r, "550 5.7.1 Recipient address suppressed (%s)", why);
+            return smtpd_error(s, "rcpt", r);
+        }
+    }
     smtpd_add_rcpt(s, xstrdup(addr));
     smtpd_reply(s, "250 2.1.5 Ok");
 }
@@ -542,6 +582,7 @@ static void smtpd_job_free(struct smtpd_job *j)
     free(j->client);
     free(j->helo);
     free(j->pool);
+    free(j->list);
     vbuf_free(&j->content);
     free(j);
 }
@@ -591,6 +632,59 @@ static void smtpd_commit_done(void *ctx, struct engine_job *ej)
     smtpd_inflight_sub(eng, bytes);
 }
 
+/* smtpd_intake_done - feedback processed (and committed): answer the sender */
+static void smtpd_intake_done(struct engine *eng, uint64_t owner, const struct fb_result *res)
+{
+    struct smtpd_session *s = engine_reg_get(eng, owner);
+    if (!s || s->state != SMTPD_COMMIT) return;
+    if (res->result == SPOOL_OK)
+        smtpd_reply(s, "250 2.0.0 Ok: feedback processed");
+    else
+        smtpd_reply(s, "451 4.3.0 Temporary failure recording feedback, try again later");
+    s->state = eng->stopping ? SMTPD_CLOSING : SMTPD_CMD;
+    if (eng->stopping) smtpd_reply(s, "421 4.3.2 %s Service shutting down", eng->hostname);
+    smtpd_process(s);
+}
+
+/*
+ * smtpd_intake_end - a feedback message is complete: hand it to the feedback
+ * processor; the reply waits for the suppression changes it causes to commit, so
+ * a 250 means they are on disk (the sender may delete its copy)
+ */
+static void smtpd_intake_end(struct smtpd_session *s)
+{
+    struct engine *eng = s->eng;
+    s->state = SMTPD_COMMIT;
+    fb_intake(eng, s->id, s->rcpts, s->nrcpt, s->content.data, s->content.len,
+              smtpd_intake_done);
+    smtpd_txn_reset(s);
+}
+
+/*
+ * smtpd_drop_suppressed - remove j's suppressed recipients, each with a
+ * "suppressed" accounting record (stage "injection")
+ */
+static void smtpd_drop_suppressed(struct smtpd_session *s, struct smtpd_job *j)
+{
+    char idtxt[MSGID_STR_LEN + 1], why[200];
+    msgid_format(j->msg.id, idtxt);
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < j->nrcpt; i++) {
+        if (!smtpd_suppressed(s->eng, j->sender, j->rcpts[i], j->list, why, sizeof why)) {
+            j->rcpts[kept++] = j->rcpts[i];
+            continue;
+        }
+        const char *at = strrchr(j->rcpts[i], '@');
+        log_acct("suppressed",
+                 json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "msgid", idtxt, "campaign",
+                           j->campaign, "list", j->list, "sender", j->sender, "recipient",
+                           j->rcpts[i], "domain", at ? at + 1 : "", "stage", "injection",
+                           "diag", why));
+        free(j->rcpts[i]);
+    }
+    j->nrcpt = kept;
+}
+
 /*
  * smtpd_data_end - the final "." arrived: refuse the message with the first fault
  * found, or take off the control headers and hand it to the spool.
@@ -600,10 +694,13 @@ static void smtpd_data_end(struct smtpd_session *s)
     struct engine *eng = s->eng;
     char campaign[SMTPD_CAMPAIGN_MAX + 2] = "";
     char pool[SHAPE_NAME_MAX + 2] = "";
+    char list[SMTPD_CAMPAIGN_MAX + 2] = "";
     char fault_buf[160];
     const char *fault = NULL;
 
     evtimer_del(s->timer);
+    if (s->intake && !s->too_big && !s->long_line && !s->bare_eol)
+        return smtpd_intake_end(s);
     if (s->too_big)
         fault = "552 5.3.4 Message size exceeds fixed maximum message size";
     else if (s->long_line)
@@ -622,6 +719,11 @@ static void smtpd_data_end(struct smtpd_session *s)
                                        "550 5.6.0 Invalid X-Volley-Pool: use a pool name from "
                                        "the shaping rules",
                                        "550 5.6.0 More than one X-Volley-Pool header");
+        if (!fault)
+            fault = smtpd_take_control(s, &len, "X-Volley-List", list, sizeof list,
+                                       "550 5.6.0 Invalid X-Volley-List: use 1-128 of A-Z a-z "
+                                       "0-9 . _ - : + @",
+                                       "550 5.6.0 More than one X-Volley-List header");
         if (!fault && *pool && !shape_pool_find(eng->rules->rules, pool)) {
             snprintf(fault_buf, sizeof fault_buf, "550 5.6.0 Unknown X-Volley-Pool: %s", pool);
             fault = fault_buf;
@@ -647,6 +749,7 @@ static void smtpd_data_end(struct smtpd_session *s)
     j->client = xstrdup(s->client);
     j->helo = xstrdup(s->helo);
     j->pool = xstrdup(pool);
+    j->list = xstrdup(list);
     j->rcpts = s->rcpts;
     j->nrcpt = s->nrcpt;
     j->content = s->content; /* ownership moves; inflight bytes move with it */
@@ -657,11 +760,22 @@ static void smtpd_data_end(struct smtpd_session *s)
 
     j->msg.id = msgid_next();
     j->msg.created_ms = now_ms();
+    /* recipients unsubscribed from this list, and (in drop mode) every suppressed
+     * one, are taken out here: after DATA there is no per-recipient refusal */
+    if (*list || strcmp(eng->conf->suppress_at_injection, "drop") == 0)
+        smtpd_drop_suppressed(s, j);
+    if (j->nrcpt == 0) {
+        smtpd_reply(s, "250 2.0.0 Ok: every recipient is suppressed, nothing queued");
+        smtpd_inflight_sub(eng, j->content.len);
+        smtpd_job_free(j);
+        return;
+    }
     j->msg.sender = j->sender;
     j->msg.campaign = j->campaign;
     j->msg.client = j->client;
     j->msg.helo = j->helo;
     j->msg.pool = j->pool;
+    j->msg.list = j->list;
     j->msg.rcpts = (const char *const *)j->rcpts;
     j->msg.nrcpt = j->nrcpt;
     j->msg.content = j->content.data;
@@ -906,11 +1020,9 @@ static void smtpd_refuse_fd(struct engine *eng, evutil_socket_t fd, const char *
     evutil_closesocket(fd);
 }
 
-/* smtpd_accept_cb - a new injection connection */
-static void smtpd_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
-                            int salen, void *arg)
+/* smtpd_accept - a new injection or feedback (intake) connection */
+static void smtpd_accept(struct engine *eng, evutil_socket_t fd, struct sockaddr *sa, bool intake)
 {
-    struct engine *eng = arg;
     struct smtpd *d = eng->smtpd;
     const struct conf *c = eng->conf;
 
@@ -926,6 +1038,7 @@ static void smtpd_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct
     }
     struct smtpd_session *s = xcalloc(1, sizeof *s);
     s->eng = eng;
+    s->intake = intake;
     s->bev = bufferevent_socket_new(eng->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (!s->bev) {
         evutil_closesocket(fd);
@@ -974,10 +1087,51 @@ static void smtpd_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct
     }
 }
 
+static void smtpd_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                            int salen, void *arg)
+{
+    smtpd_accept(arg, fd, sa, false);
+}
+
+static void smtpd_accept_intake_cb(struct evconnlistener *l, evutil_socket_t fd,
+                                   struct sockaddr *sa, int salen, void *arg)
+{
+    smtpd_accept(arg, fd, sa, true);
+}
+
 /* smtpd_listen_error - accept() failed (EMFILE and friends): log, keep going */
 static void smtpd_listen_error(struct evconnlistener *l, void *arg)
 {
     log_msg(LOG_ERROR, "inject_accept", "accept: %s", strerror(EVUTIL_SOCKET_ERROR()));
+}
+
+/* smtpd_listen_tcp - one TCP listener, for injection or feedback intake */
+static int smtpd_listen_tcp(struct engine *eng, const char *spec, bool intake)
+{
+    struct smtpd *d = eng->smtpd;
+    struct sockaddr_storage ss;
+    int sslen = sizeof ss;
+    const char *key = intake ? "feedback.listen" : "inject.tcp_listen";
+    if (evutil_parse_sockaddr_port(spec, (struct sockaddr *)&ss, &sslen) < 0) {
+        log_msg(LOG_ERROR, "listen", "%s: bad address \"%s\"", key, spec);
+        return -1;
+    }
+    if (d->nlisteners >= SMTPD_MAX_LISTENERS) {
+        log_msg(LOG_ERROR, "listen", "%s: too many listeners", key);
+        return -1;
+    }
+    struct evconnlistener *l = evconnlistener_new_bind(
+        eng->base, intake ? smtpd_accept_intake_cb : smtpd_accept_cb, eng,
+        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 1024,
+        (struct sockaddr *)&ss, sslen);
+    if (!l) {
+        log_msg(LOG_ERROR, "listen", "cannot listen on %s: %s", spec, strerror(errno));
+        return -1;
+    }
+    evconnlistener_set_error_cb(l, smtpd_listen_error);
+    d->listeners[d->nlisteners++] = l;
+    log_msg(LOG_NOTICE, "listen", "%s on tcp:%s", intake ? "feedback" : "injection", spec);
+    return 0;
 }
 
 int smtpd_listen(struct engine *eng)
@@ -997,28 +1151,10 @@ int smtpd_listen(struct engine *eng)
         d->unix_path = xstrdup(c->inject_unix_socket);
         log_msg(LOG_NOTICE, "listen", "injection on unix:%s", c->inject_unix_socket);
     }
-    for (int i = 0; i < c->inject_tcp_listen_count; i++) {
-        struct sockaddr_storage ss;
-        int sslen = sizeof ss;
-        if (evutil_parse_sockaddr_port(c->inject_tcp_listen[i], (struct sockaddr *)&ss,
-                                       &sslen) < 0) {
-            log_msg(LOG_ERROR, "listen", "inject.tcp_listen: bad address \"%s\"",
-                    c->inject_tcp_listen[i]);
-            return -1;
-        }
-        struct evconnlistener *l = evconnlistener_new_bind(
-            eng->base, smtpd_accept_cb, eng,
-            LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 1024,
-            (struct sockaddr *)&ss, sslen);
-        if (!l) {
-            log_msg(LOG_ERROR, "listen", "cannot listen on %s: %s", c->inject_tcp_listen[i],
-                    strerror(errno));
-            return -1;
-        }
-        evconnlistener_set_error_cb(l, smtpd_listen_error);
-        d->listeners[d->nlisteners++] = l;
-        log_msg(LOG_NOTICE, "listen", "injection on tcp:%s", c->inject_tcp_listen[i]);
-    }
+    for (int i = 0; i < c->inject_tcp_listen_count; i++)
+        if (smtpd_listen_tcp(eng, c->inject_tcp_listen[i], false) < 0) return -1;
+    for (int i = 0; i < c->feedback_listen_count; i++)
+        if (smtpd_listen_tcp(eng, c->feedback_listen[i], true) < 0) return -1;
     if (d->nlisteners == 0)
         log_msg(LOG_WARNING, "listen", "no injection listener configured");
     return 0;

@@ -41,6 +41,10 @@ const char *spool_op_str(enum SPOOL_OP op)
         return "outcomes";
     case SPOOL_OP_RETRY:
         return "retry";
+    case SPOOL_OP_SUPPRESS:
+        return "suppress";
+    case SPOOL_OP_SENT_PURGE:
+        return "sent_purge";
     }
     return "unknown";
 }
@@ -84,6 +88,93 @@ void spool_due_key(uint8_t *k, int64_t next_ms, uint64_t id, uint32_t idx)
     put_be64(k, (uint64_t)next_ms);
     put_be64(k + 8, id);
     put_be32(k + 16, idx);
+}
+
+/* spool_lower_copy - ASCII lower case of s[0..n) into d */
+static void spool_lower_copy(uint8_t *d, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        d[i] = (uint8_t)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    }
+}
+
+/* The domain comes first so that "@domain" entries are one key range too. */
+size_t spool_addr_key(uint8_t *k, const char *a, size_t al, uint64_t id, uint32_t idx)
+{
+    const char *at = memrchr(a, '@', al);
+    if (!at || al > 512) return 0;
+    size_t ll = (size_t)(at - a), dl = al - ll - 1;
+    spool_lower_copy(k, at + 1, dl);
+    k[dl] = '\0';
+    spool_lower_copy(k + dl + 1, a, ll);
+    k[dl + 1 + ll] = '\0';
+    put_be64(k + dl + ll + 2, id);
+    put_be32(k + dl + ll + 10, idx);
+    return dl + ll + 14;
+}
+
+size_t spool_addr_prefix(uint8_t *k, size_t n, const char *target)
+{
+    size_t tl = strlen(target);
+    const char *at = memrchr(target, '@', tl);
+    if (!at || tl + 2 > n) return 0;
+    size_t ll = (size_t)(at - target), dl = tl - ll - 1;
+    spool_lower_copy(k, at + 1, dl);
+    k[dl] = '\0';
+    if (ll == 0) return dl + 1; /* "@domain": every local part */
+    spool_lower_copy(k + dl + 1, target, ll);
+    k[dl + 1 + ll] = '\0';
+    return dl + ll + 2;
+}
+
+int spool_msg_view(const MDB_val *v, struct spool_msg_view *out)
+{
+    struct spool_msg_rec rec;
+    if (v->mv_size < sizeof rec) return -1;
+    memcpy(&rec, v->mv_data, sizeof rec);
+    if (v->mv_size < sizeof rec + spool_rec_strs(&rec)) return -1;
+    const char *p = (const char *)v->mv_data + sizeof rec;
+    out->sender = p;
+    out->sender_len = rec.sender_len;
+    out->campaign = p + rec.sender_len;
+    out->campaign_len = rec.campaign_len;
+    out->list = p + rec.sender_len + rec.campaign_len + rec.client_len + rec.helo_len +
+                rec.pool_len;
+    out->list_len = rec.list_len;
+    return 0;
+}
+
+/*
+ * spool_build_addr_index - a spool written before the addr index existed gets one
+ * entry per recipient, once, inside the opening transaction (meta "addrindex"
+ * records that it was done)
+ */
+static int spool_build_addr_index(struct spool *sp, MDB_txn *txn)
+{
+    MDB_val mk = {9, "addrindex"}, mv;
+    int rc = mdb_get(txn, sp->db_meta, &mk, &mv);
+    if (rc != MDB_NOTFOUND) return rc;
+    MDB_cursor *cur;
+    MDB_val k, v, empty = {0, NULL};
+    if ((rc = mdb_cursor_open(txn, sp->db_rcpt, &cur))) return rc;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        struct spool_rcpt_rec rr;
+        if (k.mv_size != SPOOL_RCPT_KEY_LEN || v.mv_size < sizeof rr) continue;
+        memcpy(&rr, v.mv_data, sizeof rr);
+        if (v.mv_size < sizeof rr + rr.addr_len) continue;
+        uint8_t ak[SPOOL_ADDR_KEY_MAX];
+        size_t al = spool_addr_key(ak, (const char *)v.mv_data + sizeof rr, rr.addr_len,
+                                   get_be64(k.mv_data), get_be32((uint8_t *)k.mv_data + 8));
+        MDB_val akv = {al, ak};
+        if (al && (rc = mdb_put(txn, sp->db_addr, &akv, &empty, 0))) break;
+    }
+    mdb_cursor_close(cur);
+    if (rc != MDB_NOTFOUND) return rc;
+    mv.mv_size = 1;
+    mv.mv_data = "1";
+    return mdb_put(txn, sp->db_meta, &mk, &mv, 0);
 }
 
 const char *spool_domain_of(const char *addr)
@@ -147,6 +238,7 @@ static int spool_open_dbs(struct spool *sp, char *err, size_t errsz)
         {"msg", &sp->db_msg},   {"rcpt", &sp->db_rcpt},         {"due", &sp->db_due},
         {"supp", &sp->db_supp}, {"campaign", &sp->db_campaign}, {"meta", &sp->db_meta},
         {"counter", &sp->db_counter},
+        {"addr", &sp->db_addr}, {"sent", &sp->db_sent},
     };
     for (size_t i = 0; i < ARRAY_LEN(dbs); i++) {
         rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
@@ -171,6 +263,8 @@ static int spool_open_dbs(struct spool *sp, char *err, size_t errsz)
         mdb_txn_abort(txn);
         return -1;
     }
+    if (rc == 0)
+        rc = spool_build_addr_index(sp, txn);
     if (rc == 0)
         rc = mdb_txn_commit(txn);
     else
@@ -309,6 +403,8 @@ static int spool_decode_msg(const MDB_val *v, bool want_content, struct spool_ms
     p += rec.helo_len;
     m->pool = xstrndup(p, rec.pool_len);
     p += rec.pool_len;
+    m->list = xstrndup(p, rec.list_len);
+    p += rec.list_len;
     m->content_len = rec.content_len;
     if (want_content) {
         m->content = xmalloc(rec.content_len ? rec.content_len : 1);
@@ -351,6 +447,7 @@ void spool_msg_info_free(struct spool_msg_info *m)
     free(m->client);
     free(m->helo);
     free(m->pool);
+    free(m->list);
     free(m->content);
     for (uint32_t i = 0; i < m->nrcpt; i++)
         spool_rcpt_info_clear(&m->rcpts[i]);
@@ -505,9 +602,21 @@ long spool_verify(struct spool *sp, char *err, size_t errsz)
             spool_verify_note(&bad, err, errsz, "queued recipient without due entry", id, r.idx);
         if (r.state != SPOOL_RCPT_QUEUED && has_due)
             spool_verify_note(&bad, err, errsz, "held recipient with due entry", id, r.idx);
+        uint8_t ak[SPOOL_ADDR_KEY_MAX];
+        k2.mv_size = spool_addr_key(ak, r.addr, strlen(r.addr), id, r.idx);
+        k2.mv_data = ak;
+        if (k2.mv_size == 0 || mdb_get(txn, sp->db_addr, &k2, &v2) != 0)
+            spool_verify_note(&bad, err, errsz, "recipient without address index entry", id,
+                              r.idx);
         spool_rcpt_info_clear(&r);
     }
     mdb_cursor_close(cur);
+
+    /* no stale address index entries: as many as there are recipients */
+    MDB_stat st_rcpt, st_addr;
+    if (mdb_stat(txn, sp->db_rcpt, &st_rcpt) == 0 && mdb_stat(txn, sp->db_addr, &st_addr) == 0 &&
+        st_addr.ms_entries != st_rcpt.ms_entries)
+        spool_verify_note(&bad, err, errsz, "address index entries without recipient", 0, 0);
 
     /* every message has at least one recipient and a well-formed record */
     mdb_cursor_open(txn, sp->db_msg, &cur);
@@ -671,13 +780,19 @@ int spool_load_rcpts(struct spool *sp, const struct spool_due_item *items, size_
 
 int spool_msg_content(struct spool *sp, uint64_t id, struct vbuf *out)
 {
+    vbuf_reset(out);
+    return spool_msg_content_live(sp, id, out, NULL, 0, NULL);
+}
+
+int spool_msg_content_live(struct spool *sp, uint64_t id, struct vbuf *out, const uint32_t *idx,
+                           uint32_t n, bool *live)
+{
     MDB_txn *txn;
     uint8_t kb[8];
     MDB_val k = {8, kb}, v;
     struct spool_msg_rec rec;
     int ret = -1;
 
-    vbuf_reset(out);
     if (mdb_txn_begin(sp->env, NULL, MDB_RDONLY, &txn) != 0)
         return -1;
     put_be64(kb, id);
@@ -687,6 +802,12 @@ int spool_msg_content(struct spool *sp, uint64_t id, struct vbuf *out)
         if (off + rec.content_len == v.mv_size &&
             vbuf_append(out, (const uint8_t *)v.mv_data + off, rec.content_len) == 0)
             ret = 0;
+    }
+    for (uint32_t i = 0; ret == 0 && i < n; i++) {
+        uint8_t rk[SPOOL_RCPT_KEY_LEN];
+        spool_rcpt_key(rk, id, idx[i]);
+        MDB_val rkv = {sizeof rk, rk}, rv;
+        live[i] = mdb_get(txn, sp->db_rcpt, &rkv, &rv) == 0;
     }
     mdb_txn_abort(txn);
     return ret;

@@ -10,7 +10,14 @@
  *                                      X-Volley-* control headers taken off)
  *   rcpt      id(8) idx(4)          -> struct spool_rcpt_rec + address + last reply
  *   due       next_ms(8) id(8) idx(4) -> empty: every QUEUED recipient, by next try
- *   supp      address | "@domain"  -> suppression record (feedback issue)
+ *   addr      domain NUL local NUL id(8) idx(4) -> empty: every recipient by its
+ *                                      lower-cased address, so a suppression finds
+ *                                      the queued recipients it matches at once
+ *   supp      scope NUL target      -> suppression record (suppress.h)
+ *   sent      id(8) idx(4)          -> struct spool_sent_rec + address, campaign,
+ *                                      list, sender: delivered recipients, kept
+ *                                      feedback.sent_retention so that a late bounce
+ *                                      or complaint maps back to them
  *   campaign  name                  -> struct spool_campaign_rec (counters)
  *   counter   opaque key (<= 255)   -> uint64 (big-endian): named counters that must
  *                                      survive a restart, e.g. a warm-up source's
@@ -22,7 +29,8 @@
  *     recipients that reach a final state are removed, and the last one takes the
  *     message with it;
  *   - a rcpt in state QUEUED has exactly one due entry (at its next_ms); a HELD rcpt
- *     has none.
+ *     has none;
+ *   - every rcpt has exactly one addr entry, and every addr entry a rcpt.
  *
  * Writes go through the writer thread (spool_writer.c): callers fill a struct
  * spool_op and spool_submit() it; the writer gathers requests for up to
@@ -91,6 +99,7 @@ struct spool_msg {
     const char *client; /* peer, e.g. "127.0.0.1" or "unix" */
     const char *helo;
     const char *pool; /* shaping pool asked for (X-Volley-Pool); NULL or "" = by rule */
+    const char *list; /* mailing list (X-Volley-List); NULL or "" = none */
     const char *const *rcpts;
     uint32_t nrcpt;
     const uint8_t *content;
@@ -104,6 +113,8 @@ enum SPOOL_OP {
     SPOOL_OP_DELETE,  /* sel: remove recipients (and messages left empty) */
     SPOOL_OP_OUTCOMES, /* outcomes: delivery results of recipients */
     SPOOL_OP_RETRY,   /* sel: QUEUED recipients due now (volleyctl retry) */
+    SPOOL_OP_SUPPRESS, /* supp/soft: suppression changes and the purge they cause */
+    SPOOL_OP_SENT_PURGE, /* sel.id: drop sent records of messages older than that id */
 };
 
 /* What a delivery attempt did to one recipient. */
@@ -124,6 +135,51 @@ struct spool_outcome {
     bool applied;      /* out: the recipient was still there (not deleted meanwhile) */
 };
 const char *spool_op_str(enum SPOOL_OP op);
+
+/*
+ * A suppression change (SPOOL_OP_SUPPRESS, or riding on OUTCOMES).  PUT stores an
+ * entry and, with purge, removes the queued recipients it matches (scope "": every
+ * one at target; "domain:D": those of mail from D; "list:L": those of list L);
+ * DEL removes one entry; FORGET removes target's entries in every scope, stores
+ * the hashed entry given in rec under scope "" and purges target everywhere.
+ */
+enum SPOOL_SUPP_ACT { SPOOL_SUPP_PUT, SPOOL_SUPP_DEL, SPOOL_SUPP_FORGET };
+struct spool_supp {
+    enum SPOOL_SUPP_ACT act;
+    const char *scope;  /* PUT, DEL: "", "domain:D", "list:L" */
+    const char *target; /* normalised address, "@domain" or "#hash" */
+    const uint8_t *rec; /* PUT, FORGET: suppress_rec_encode() bytes */
+    size_t reclen;
+    const char *hashed; /* FORGET: the "#hash" target to store */
+    bool purge;
+    bool applied;       /* out: PUT stored a new entry, DEL/FORGET removed something */
+};
+
+/*
+ * Repeated soft bounces: count one for addr on day (UTC day number); when the
+ * count over the last window_days days reaches limit, store rec as a global entry
+ * for addr and purge its queued recipients.
+ */
+struct spool_soft {
+    const char *addr; /* normalised */
+    int64_t day;
+    int limit;
+    int window_days;
+    const uint8_t *rec;
+    size_t reclen;
+    bool suppressed; /* out */
+};
+
+/* A queued recipient a suppression removed (for its accounting record). */
+struct spool_purged {
+    uint64_t id;
+    uint32_t idx;
+    uint32_t cause; /* index of the supp entry that removed it; nsupp + i: soft[i] */
+    char addr[320];
+    char campaign[130];
+    char list[130];
+    char sender[320];
+};
 
 /* An addition to a named counter (the counter db), applied with an OUTCOMES op so
  * that a count and the outcomes it counts commit together. */
@@ -160,6 +216,14 @@ struct spool_op {
     uint32_t noutcomes;
     const struct spool_count *counts; /* OUTCOMES: counter additions, same transaction */
     uint32_t ncounts;
+    bool keep_sent;              /* OUTCOMES: store a sent record per delivered rcpt */
+    struct spool_supp *supp;     /* SUPPRESS, OUTCOMES: suppression changes */
+    uint32_t nsupp;
+    struct spool_soft *soft;     /* SUPPRESS, OUTCOMES: soft-bounce counts */
+    uint32_t nsoft;
+    struct spool_purged *purged; /* out: recipients removed by suppressions (the
+                                    submitter frees it with free()) */
+    uint32_t npurged;
     int result;                  /* SPOOL_OK or SPOOL_E* */
     uint64_t count;              /* recipients affected */
     uint64_t msgs;               /* messages touched (DELETE: messages removed) */
@@ -204,6 +268,7 @@ struct spool_msg_info {
     char *client;
     char *helo;
     char *pool;
+    char *list;
     uint8_t *content; /* only with want_content */
     size_t content_len;
     struct spool_rcpt_info *rcpts; /* current recipients */
@@ -259,6 +324,14 @@ int spool_load_rcpts(struct spool *sp, const struct spool_due_item *items, size_
  */
 struct vbuf;
 int spool_msg_content(struct spool *sp, uint64_t id, struct vbuf *out);
+/*
+ * spool_msg_content_live - the same, appended to out (not reset: a caller may have
+ * put header lines first), and in the same read transaction whether each of
+ * recipients idx[0..n) is still stored (live[i]): one a suppression purged or an
+ * operator deleted since it was loaded must not be sent
+ */
+int spool_msg_content_live(struct spool *sp, uint64_t id, struct vbuf *out, const uint32_t *idx,
+                           uint32_t n, bool *live);
 
 /*
  * spool_verify - check the invariants listed above over the whole spool; returns
@@ -274,6 +347,35 @@ long spool_verify(struct spool *sp, char *err, size_t errsz);
 typedef int (*spool_count_fn)(void *arg, const uint8_t *key, size_t keylen, uint64_t value);
 int spool_counts_scan(struct spool *sp, const uint8_t *prefix, size_t plen, spool_count_fn fn,
                       void *arg);
+
+/*
+ * spool_supp_check - is addr (normalised) suppressed for mail from sender_domain
+ * (may be "") in list (may be "")?  Looks at the address, its domain and its hash
+ * in the global scope, the sender domain's scope and the list's scope; expired
+ * entries do not count.  1 with the record and "scope target" that matched, 0 when
+ * not suppressed, -1 on a read error.
+ */
+struct suppress_rec;
+int spool_supp_check(struct spool *sp, const char *addr, const char *sender_domain,
+                     const char *list, int64_t now, struct suppress_rec *rec, char *matched,
+                     size_t matchedn);
+/* spool_supp_walk - every entry (of one scope when scope is not NULL), in key
+ * order, starting after the entry (after_scope, after_target) when after_target is
+ * not NULL (paging); fn returns 0 to go on, 1 to stop.  0 or -1. */
+typedef int (*spool_supp_fn)(void *arg, const char *scope, const char *target,
+                             const struct suppress_rec *rec);
+int spool_supp_walk(struct spool *sp, const char *scope, const char *after_scope,
+                    const char *after_target, spool_supp_fn fn, void *arg);
+
+/* A delivered recipient remembered for late feedback (spool_sent_get). */
+struct spool_sent {
+    char addr[320];
+    char campaign[130];
+    char list[130];
+    char sender[320];
+};
+/* spool_sent_get - 0 with the record, -1 when there is none */
+int spool_sent_get(struct spool *sp, uint64_t id, uint32_t idx, struct spool_sent *out);
 
 /* spool_domain_of - the domain part of addr (after the last '@'), or "" */
 const char *spool_domain_of(const char *addr);

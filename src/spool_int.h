@@ -25,14 +25,15 @@ struct spool_msg_rec {
     uint16_t client_len;
     uint16_t helo_len;
     uint16_t pool_len; /* was padding (always 0) before pools: old records read as "" */
-    uint16_t pad;
+    uint16_t list_len; /* likewise before lists */
     uint64_t content_len;
 };
 
 /* spool_rec_strs - bytes of the strings between the fixed head and the content */
 static inline size_t spool_rec_strs(const struct spool_msg_rec *r)
 {
-    return (size_t)r->sender_len + r->campaign_len + r->client_len + r->helo_len + r->pool_len;
+    return (size_t)r->sender_len + r->campaign_len + r->client_len + r->helo_len + r->pool_len +
+           r->list_len;
 }
 
 /* Fixed head of a rcpt value; address and last reply follow. */
@@ -45,6 +46,13 @@ struct spool_rcpt_rec {
     int64_t next_ms;
 };
 
+/* Fixed head of a sent value; address, campaign, list, sender follow. */
+struct spool_sent_rec {
+    uint16_t addr_len, campaign_len, list_len, sender_len;
+};
+
+#define SPOOL_ADDR_KEY_MAX 600 /* domain NUL local NUL id(8) idx(4); addresses <= 512 */
+
 struct spool_campaign_rec {
     uint64_t msgs;
     uint64_t rcpts;
@@ -54,7 +62,7 @@ struct spool_campaign_rec {
 
 struct spool {
     MDB_env *env;
-    MDB_dbi db_msg, db_rcpt, db_due, db_supp, db_campaign, db_meta, db_counter;
+    MDB_dbi db_msg, db_rcpt, db_due, db_supp, db_campaign, db_meta, db_counter, db_addr, db_sent;
     struct spool_params p;
     char *dir;
     int lock_fd;
@@ -75,6 +83,31 @@ struct spool {
 };
 
 void spool_rcpt_key(uint8_t *k, uint64_t id, uint32_t idx);
+/* spool_addr_key - the addr index key of address a (al bytes, any case); its
+ * length, 0 when a is not an address or too long */
+size_t spool_addr_key(uint8_t *k, const char *a, size_t al, uint64_t id, uint32_t idx);
+/* spool_addr_prefix - the key prefix of every recipient at a normalised address
+ * ("local@domain": domain NUL local NUL) or domain ("@domain": domain NUL) */
+size_t spool_addr_prefix(uint8_t *k, size_t n, const char *target);
+
+/* The strings of a msg value, pointing into it (not NUL-terminated). */
+struct spool_msg_view {
+    const char *sender, *campaign, *list;
+    size_t sender_len, campaign_len, list_len;
+};
+/* spool_msg_view - -1 when v is not a message record */
+int spool_msg_view(const MDB_val *v, struct spool_msg_view *out);
+
+/* spool_rcpt_drop - remove recipient (id, idx) with its due and addr entries, and
+ * the message with its last recipient (*msg_gone); writer thread only */
+int spool_rcpt_drop(struct spool *sp, MDB_txn *txn, uint64_t id, uint32_t idx, bool *msg_gone);
+/* spool_apply_supp - op's suppression changes, soft-bounce counts and purges
+ * (spool_supp.c); writer thread only */
+int spool_apply_supp(struct spool *sp, MDB_txn *txn, struct spool_op *op);
+/* spool_apply_sent_purge - drop sent records of messages before op->sel.id */
+int spool_apply_sent_purge(struct spool *sp, MDB_txn *txn, struct spool_op *op);
+/* spool_put_sent - remember delivered recipient (id, idx) before it is dropped */
+int spool_put_sent(struct spool *sp, MDB_txn *txn, uint64_t id, uint32_t idx);
 void spool_due_key(uint8_t *k, int64_t next_ms, uint64_t id, uint32_t idx);
 
 /* spool_writer_start / spool_writer_stop - run and drain the writer thread */

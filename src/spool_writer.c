@@ -60,8 +60,9 @@ static int spool_room_for(struct spool *sp, MDB_txn *txn, uint64_t bytes, uint64
     uint64_t limit = max_pages * (100 - sp->p.reserve_percent) / 100;
     uint64_t need = bytes / sp->page_size + 4; /* overflow pages + tree growth */
     uint64_t live = 2; /* the two meta pages */
-    MDB_dbi dbis[] = {0, 1, sp->db_msg, sp->db_rcpt, sp->db_due, sp->db_supp, sp->db_campaign,
-                      sp->db_meta};
+    MDB_dbi dbis[] = {0,           1,          sp->db_msg,     sp->db_rcpt,
+                      sp->db_due,  sp->db_supp, sp->db_campaign, sp->db_meta,
+                      sp->db_counter, sp->db_addr, sp->db_sent};
     for (size_t i = 0; i < ARRAY_LEN(dbis); i++)
         live += spool_db_pages(txn, dbis[i]);
     if (live + *added + need > limit)
@@ -76,9 +77,10 @@ static int spool_apply_insert(struct spool *sp, MDB_txn *txn, struct spool_op *o
     const struct spool_msg *m = op->msg;
     struct spool_msg_rec rec;
     size_t sl = strlen(m->sender), cl = strlen(m->campaign), kl = strlen(m->client),
-           hl = strlen(m->helo), pl = m->pool ? strlen(m->pool) : 0;
+           hl = strlen(m->helo), pl = m->pool ? strlen(m->pool) : 0,
+           ll = m->list ? strlen(m->list) : 0;
     if (sl > UINT16_MAX || cl > UINT16_MAX || kl > UINT16_MAX || hl > UINT16_MAX ||
-        pl > UINT16_MAX)
+        pl > UINT16_MAX || ll > UINT16_MAX)
         return EINVAL;
     memset(&rec, 0, sizeof rec);
     rec.version = 1;
@@ -90,12 +92,13 @@ static int spool_apply_insert(struct spool *sp, MDB_txn *txn, struct spool_op *o
     rec.client_len = (uint16_t)kl;
     rec.helo_len = (uint16_t)hl;
     rec.pool_len = (uint16_t)pl;
+    rec.list_len = (uint16_t)ll;
     rec.content_len = m->content_len;
 
     uint8_t idb[8];
     put_be64(idb, m->id);
     MDB_val k = {8, idb}, v;
-    v.mv_size = sizeof rec + sl + cl + kl + hl + pl + m->content_len;
+    v.mv_size = sizeof rec + sl + cl + kl + hl + pl + ll + m->content_len;
     v.mv_data = NULL;
     /* MDB_RESERVE: LMDB hands out the space and we copy once, straight into the map. */
     int rc = mdb_put(txn, sp->db_msg, &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);
@@ -114,6 +117,8 @@ static int spool_apply_insert(struct spool *sp, MDB_txn *txn, struct spool_op *o
     p += hl;
     if (pl) memcpy(p, m->pool, pl);
     p += pl;
+    if (ll) memcpy(p, m->list, ll);
+    p += ll;
     if (m->content_len)
         memcpy(p, m->content, m->content_len);
 
@@ -137,6 +142,12 @@ static int spool_apply_insert(struct spool *sp, MDB_txn *txn, struct spool_op *o
         spool_due_key(dk, m->created_ms, m->id, i);
         MDB_val dkv = {sizeof dk, dk}, empty = {0, NULL};
         if ((rc = mdb_put(txn, sp->db_due, &dkv, &empty, 0)))
+            return rc;
+        uint8_t ak[SPOOL_ADDR_KEY_MAX];
+        MDB_val akv = {spool_addr_key(ak, m->rcpts[i], al, m->id, i), ak};
+        if (akv.mv_size == 0)
+            return EINVAL;
+        if ((rc = mdb_put(txn, sp->db_addr, &akv, &empty, 0)))
             return rc;
     }
 
@@ -223,8 +234,16 @@ static int spool_change_rcpt(struct spool *sp, MDB_txn *txn, MDB_cursor *cur, MD
             return rc;
     }
     *changed = 1;
-    if (type == SPOOL_OP_DELETE)
+    if (type == SPOOL_OP_DELETE) {
+        uint8_t ak[SPOOL_ADDR_KEY_MAX];
+        MDB_val akv = {0, ak};
+        if (v->mv_size >= sizeof rr + rr.addr_len)
+            akv.mv_size = spool_addr_key(ak, (const char *)v->mv_data + sizeof rr, rr.addr_len,
+                                         id, idx);
+        if (akv.mv_size && (rc = mdb_del(txn, sp->db_addr, &akv, NULL)) && rc != MDB_NOTFOUND)
+            return rc;
         return mdb_cursor_del(cur, 0);
+    }
 
     /* copy: v points into the map and the value is rewritten in place */
     size_t len = v->mv_size;
@@ -249,6 +268,38 @@ static int spool_change_rcpt(struct spool *sp, MDB_txn *txn, MDB_cursor *cur, MD
 }
 
 /* spool_msg_empty - whether message id has no recipient left */
+static int spool_msg_empty(struct spool *sp, MDB_txn *txn, uint64_t id);
+
+int spool_rcpt_drop(struct spool *sp, MDB_txn *txn, uint64_t id, uint32_t idx, bool *msg_gone)
+{
+    uint8_t rk[SPOOL_RCPT_KEY_LEN], dk[SPOOL_DUE_KEY_LEN], ak[SPOOL_ADDR_KEY_MAX];
+    MDB_val k = {sizeof rk, rk}, v, dkv = {sizeof dk, dk}, akv = {0, ak};
+    struct spool_rcpt_rec rr;
+    *msg_gone = false;
+    spool_rcpt_key(rk, id, idx);
+    int rc = mdb_get(txn, sp->db_rcpt, &k, &v);
+    if (rc) return rc == MDB_NOTFOUND ? 0 : rc;
+    if (v.mv_size < sizeof rr) return EINVAL;
+    memcpy(&rr, v.mv_data, sizeof rr);
+    if (v.mv_size >= sizeof rr + rr.addr_len)
+        akv.mv_size = spool_addr_key(ak, (const char *)v.mv_data + sizeof rr, rr.addr_len, id, idx);
+    if (rr.state == SPOOL_RCPT_QUEUED) {
+        spool_due_key(dk, rr.next_ms, id, idx);
+        if ((rc = mdb_del(txn, sp->db_due, &dkv, NULL)) && rc != MDB_NOTFOUND) return rc;
+    }
+    if (akv.mv_size && (rc = mdb_del(txn, sp->db_addr, &akv, NULL)) && rc != MDB_NOTFOUND)
+        return rc;
+    if ((rc = mdb_del(txn, sp->db_rcpt, &k, NULL))) return rc;
+    if (spool_msg_empty(sp, txn, id)) {
+        uint8_t ib[8];
+        put_be64(ib, id);
+        MDB_val mk = {8, ib};
+        if ((rc = mdb_del(txn, sp->db_msg, &mk, NULL))) return rc;
+        *msg_gone = true;
+    }
+    return 0;
+}
+
 static int spool_msg_empty(struct spool *sp, MDB_txn *txn, uint64_t id)
 {
     MDB_cursor *cur;
@@ -392,16 +443,13 @@ static int spool_apply_outcomes(struct spool *sp, MDB_txn *txn, struct spool_op 
         o->applied = true;
         op->count++;
         if (o->kind != SPOOL_OUT_DEFERRED) {
-            if ((rc = mdb_del(txn, sp->db_rcpt, &k, NULL)))
+            bool gone = false;
+            if (o->kind == SPOOL_OUT_DELIVERED && op->keep_sent &&
+                (rc = spool_put_sent(sp, txn, o->id, o->idx)))
                 return rc;
-            if (spool_msg_empty(sp, txn, o->id)) {
-                uint8_t ib[8];
-                put_be64(ib, o->id);
-                MDB_val mk = {8, ib};
-                if ((rc = mdb_del(txn, sp->db_msg, &mk, NULL)))
-                    return rc;
-                op->msgs++;
-            }
+            if ((rc = spool_rcpt_drop(sp, txn, o->id, o->idx, &gone)))
+                return rc;
+            op->msgs += gone;
             continue;
         }
         /* deferred: rewrite the record with the new attempt count and reply */
@@ -480,6 +528,8 @@ static int spool_apply(struct spool *sp, MDB_txn *txn, struct spool_op *op, uint
         int rc = spool_apply_outcomes(sp, txn, op);
         if (rc == 0)
             rc = spool_apply_counts(sp, txn, op);
+        if (rc == 0 && (op->nsupp || op->nsoft))
+            rc = spool_apply_supp(sp, txn, op);
         op->msg_stored = false;
         if (rc || !op->msg || !spool_outcomes_final(op))
             return rc;
@@ -490,6 +540,10 @@ static int spool_apply(struct spool *sp, MDB_txn *txn, struct spool_op *op, uint
         op->msg_stored = rc == 0;
         return rc;
     }
+    if (op->type == SPOOL_OP_SUPPRESS)
+        return spool_apply_supp(sp, txn, op);
+    if (op->type == SPOOL_OP_SENT_PURGE)
+        return spool_apply_sent_purge(sp, txn, op);
     return spool_apply_select(sp, txn, op);
 }
 

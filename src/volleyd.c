@@ -157,13 +157,15 @@ int main(int argc, char **argv)
     if (check) {
         /* the shaping rules are part of the configuration: a typo there must fail
          * the check, not the next start or SIGHUP */
-        struct shape_rules *rules = shape_rules_load(conf->shaping_rules_file, err, sizeof err);
+        struct engine_rules *rules = engine_rules_load(conf->shaping_rules_file,
+                                                       conf->feedback_classify_rules, err,
+                                                       sizeof err);
         if (!rules) {
             fprintf(stderr, "volleyd: %s\n", err);
             conf_free(conf);
             return 1;
         }
-        shape_rules_free(rules);
+        engine_rules_unref(rules);
         printf("volleyd: %s: configuration ok\n", config);
         conf_free(conf);
         return 0;

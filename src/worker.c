@@ -151,6 +151,7 @@ struct worker *worker_start(struct engine *eng, SSL_CTX *tls, int index, char *e
         .helo_name = w->helo,
         .rules = engine_rules_ref(eng->rules),
         .warmup = eng->warmup,
+        .verp = eng->verp_on ? &eng->verp_key : NULL,
     };
     w->sched = sched_new(&sp);
     if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
