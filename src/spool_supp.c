@@ -137,6 +137,7 @@ static int spool_supp_put(struct spool *sp, MDB_txn *txn, const char *scope, con
 {
     uint8_t kb[SUPPRESS_KEY_MAX];
     MDB_val k = {suppress_key(kb, sizeof kb, scope, target), kb}, v;
+    *fresh = false;
     if (k.mv_size == 0 || reclen == 0) return EINVAL;
     *fresh = mdb_get(txn, sp->db_supp, &k, &v) == MDB_NOTFOUND;
     v.mv_size = reclen;
@@ -249,7 +250,7 @@ int spool_apply_supp(struct spool *sp, MDB_txn *txn, struct spool_op *op)
             s->applied = rc == 0;
             if (rc == MDB_NOTFOUND) rc = 0;
         } else {
-            bool fresh;
+            bool fresh = false;
             rc = spool_supp_forget(sp, txn, s->target, &s->applied);
             if (rc == 0 && s->hashed)
                 rc = spool_supp_put(sp, txn, "", s->hashed, s->rec, s->reclen, &fresh);
@@ -262,7 +263,7 @@ int spool_apply_supp(struct spool *sp, MDB_txn *txn, struct spool_op *op)
         s->suppressed = false;
         rc = spool_soft_count(sp, txn, s, &total);
         if (rc == 0 && s->limit > 0 && total >= (uint64_t)s->limit) {
-            bool fresh;
+            bool fresh = false;
             rc = spool_supp_put(sp, txn, "", s->addr, s->rec, s->reclen, &fresh);
             if (rc == 0) rc = spool_purge(sp, txn, op, op->nsupp + i, "", s->addr);
             s->suppressed = fresh;
