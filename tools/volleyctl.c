@@ -6,6 +6,8 @@
  * as compact aligned text (or, with --json, as the daemon's reply object).  Entry
  * point: main().  Exit status: 0 success; 1 the daemon is unreachable, timed out,
  * broke the protocol or answered ok:false, or verify found violations; 2 bad usage.
+ * The suppression and bounce commands (suppress, forget, bounce) live in
+ * vctl_feedback.c and borrow the exchange and the helpers exported here.
  *
  * Invariants:
  *   - usage errors are found before any file is read or any socket opened;
@@ -19,7 +21,9 @@
  */
 #include "conf.h"
 #include "msgid.h"
+#include "report.h"
 #include "util.h"
+#include "vctl_feedback.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -98,7 +102,30 @@ static const char vctl_usage_text[] =
     "                                    last reply, down until\n"
     "  verify                            check spool consistency (exit 1 on violations)\n"
     "  log rotate                        reopen the log files\n"
+    "  report [--log FILE]... [--by domain|category|campaign|source] [--format F] ...\n"
+    "                                    deliverability report from the accounting\n"
+    "                                    log, offline (volleyctl report --help)\n"
+    "  suppress add ADDRESS|@DOMAIN... [--scope S] [--reason R] [--expires WHEN]\n"
+    "               [--source TEXT] [--no-purge]\n"
+    "                                    never mail these; purges them from the queue\n"
+    "  suppress remove ADDRESS|@DOMAIN... [--scope S]\n"
+    "  suppress check ADDRESS [--sender S] [--list L] [--json]\n"
+    "  suppress list [--scope S] [--limit N] [--json]\n"
+    "  suppress export [--scope S] [FILE|-]   CSV: address,scope,reason,created,\n"
+    "                                    expires,source\n"
+    "  suppress import FILE|- [--scope S] [--reason R] [--no-purge]\n"
+    "                                    add the entries of a CSV export or of a list\n"
+    "                                    of addresses (nothing is sent if a line is bad)\n"
+    "  forget ADDRESS                    erase an address: its entries go, its hash\n"
+    "                                    stays suppressed, its queued mail is purged\n"
+    "  bounce parse [--json] FILE...|-   parse saved bounces and complaints (mbox or\n"
+    "                                    single messages), offline\n"
+    "  bounce ingest FILE...|- [--to ADDRESS] [--server HOST:PORT]\n"
+    "                                    hand them to the feedback listener over SMTP\n"
     "\n"
+    "S: \"\" (global, the default), domain:SENDERDOMAIN or list:NAME.  R: manual (the\n"
+    "default), hard-bounce, complaint, unsubscribe or soft-bounce.  WHEN: a duration\n"
+    "(90m, 12h, 30d, 2w) or a date (YYYY-MM-DD, RFC 3339).\n"
     "ID is a message id of 16 hex digits.\n"
     "Exit status: 0 success, 1 failure or daemon not reachable, 2 bad usage.\n";
 
@@ -142,18 +169,17 @@ struct vctl_cmd {
     int (*render)(const struct vctl_cmd *cmd, json_t *reply, struct vctl_conn *c);
 };
 
-static _Noreturn void vctl_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void vctl_kvf(const char *label, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* vctl_usage_exit - print the usage text to stderr and exit 2 */
-static _Noreturn void vctl_usage_exit(void)
+_Noreturn void vctl_usage_exit(void)
 {
     fputs(vctl_usage_text, stderr);
     exit(VCTL_EXIT_USAGE);
 }
 
 /* vctl_usage_error - print "volleyctl: <why>", then the usage text, and exit 2 */
-static _Noreturn void vctl_usage_error(const char *fmt, ...)
+_Noreturn void vctl_usage_error(const char *fmt, ...)
 {
     va_list ap;
     fputs("volleyctl: ", stderr);
@@ -221,6 +247,12 @@ static char *vctl_clean(const char *s, size_t n, unsigned flags)
     vctl_clean_into(&b, s, n, flags);
     vbuf_append(&b, "", 1);
     return (char *)b.data;
+}
+
+/* vctl_clean_line - vctl_clean of the C string s on one line (the feedback commands) */
+char *vctl_clean_line(const char *s)
+{
+    return vctl_clean(s, strlen(s), VCTL_CLEAN_FLAT);
 }
 
 /* vctl_width - display columns of s, counting one per UTF-8 code point */
@@ -1103,7 +1135,7 @@ static const struct vctl_cmd *vctl_find_cmd(const char *name)
  * vctl_optval - if argv[*i] is "name VALUE" or "name=VALUE", point *val at the value
  * (advancing *i past a separate one) and return 1; return 0 for any other argument.
  */
-static int vctl_optval(const char *name, int argc, char **argv, int *i, const char **val)
+int vctl_optval(const char *name, int argc, char **argv, int *i, const char **val)
 {
     const char *arg = argv[*i];
     size_t n = strlen(name);
@@ -1127,7 +1159,7 @@ static void vctl_set_once(const char **slot, const char *val, const char *what)
 }
 
 /* vctl_parse_count - the value of option opt as a whole number in 1..max, or exit 2 */
-static long long vctl_parse_count(const char *opt, const char *s, long long max)
+long long vctl_parse_count(const char *opt, const char *s, long long max)
 {
     long long v = 0;
     if (!*s) vctl_usage_error("%s needs a number", opt);
@@ -1285,24 +1317,34 @@ static char *vctl_request(const struct vctl_cmd *cmd, const struct vctl_args *a,
 }
 
 /*
- * vctl_socket_path - the control socket to use, in the order the usage text gives;
+ * vctl_conf_path - the config file to read: -c (config), else $VOLLEY_CONF, else
+ * VCTL_DEFAULT_CONF unless it does not exist; NULL when there is none.  The result
+ * points into config, the environment or static storage.
+ */
+const char *vctl_conf_path(const char *config)
+{
+    const char *env = getenv("VOLLEY_CONF");
+
+    if (config) return config;
+    if (env && *env) return env;
+    if (access(VCTL_DEFAULT_CONF, F_OK) < 0 && errno == ENOENT) return NULL;
+    return VCTL_DEFAULT_CONF;
+}
+
+/*
+ * vctl_socket_path - the control socket to use, in the order the usage text gives:
+ * socket_opt (-s), else control.socket of vctl_conf_path(config), else the default;
  * caller frees.  NULL after printing why a config file could not be used: a config
  * that exists but cannot be read is an error rather than a reason to fall back,
  * since the fallback might be some other daemon's socket.
  */
-static char *vctl_socket_path(const struct vctl_args *a)
+char *vctl_socket_path(const char *socket_opt, const char *config)
 {
-    const char *path = a->config;
-    const char *env = getenv("VOLLEY_CONF");
     char err[1024];
 
-    if (a->socket) return xstrdup(a->socket);
-    if (!path && env && *env) path = env;
-    if (!path) {
-        if (access(VCTL_DEFAULT_CONF, F_OK) < 0 && errno == ENOENT)
-            return xstrdup(VCTL_DEFAULT_SOCKET);
-        path = VCTL_DEFAULT_CONF;
-    }
+    if (socket_opt) return xstrdup(socket_opt);
+    const char *path = vctl_conf_path(config);
+    if (!path) return xstrdup(VCTL_DEFAULT_SOCKET);
     struct conf *conf = conf_load(path, err, sizeof err);
     if (!conf) {
         fprintf(stderr, "volleyctl: %s\n", err);
@@ -1311,6 +1353,30 @@ static char *vctl_socket_path(const struct vctl_args *a)
     char *sock = xstrdup(conf->control_socket);
     conf_free(conf);
     return sock;
+}
+
+/*
+ * vctl_acct_log_path - log.dir + "/accounting.log" from the config found the way
+ * vctl_socket_path finds it (the -s option plays no part); caller frees.  With no
+ * config file anywhere, log.dir's default.  NULL after printing why a config that
+ * exists could not be read: `report --log FILE` still works then.
+ */
+static char *vctl_acct_log_path(const struct vctl_args *a)
+{
+    const char *path = vctl_conf_path(a->config);
+    char err[1024];
+    struct conf *conf;
+
+    conf = path ? conf_load(path, err, sizeof err) : conf_defaults();
+    if (!conf) {
+        fprintf(stderr, "volleyctl: %s\n", err);
+        return NULL;
+    }
+    size_t n = strlen(conf->log_dir) + sizeof "/accounting.log";
+    char *log = xmalloc(n);
+    snprintf(log, n, "%s/accounting.log", conf->log_dir);
+    conf_free(conf);
+    return log;
 }
 
 /* vctl_exchange - connect, send req, read and render the reply; 0 or -1 */
@@ -1336,6 +1402,49 @@ static int vctl_exchange(const struct vctl_cmd *cmd, const struct vctl_args *a, 
     return rc;
 }
 
+/*
+ * vctl_call - one exchange for the feedback commands (vctl_feedback.c): send req to
+ * the control socket at path, with timeout_s seconds of silence allowed.  Returns
+ * the reply when it says ok:true (caller decrefs); NULL after a one-line error on
+ * stderr: request too long, daemon unreachable or silent, malformed reply, or
+ * ok:false with its reason.
+ */
+json_t *vctl_call(const char *path, json_t *req, int timeout_s)
+{
+    struct vctl_conn c;
+    json_t *reply = NULL;
+    const char *line;
+    size_t len;
+
+    size_t n = json_dumpb(req, NULL, 0, JSON_COMPACT);
+    if (n == 0) vctl_oom();
+    if (n + 1 > VCTL_REQUEST_MAX) {
+        fprintf(stderr, "volleyctl: request too long: at most %zu KiB\n", VCTL_REQUEST_MAX >> 10);
+        return NULL;
+    }
+    char *buf = xmalloc(n + 1);
+    json_dumpb(req, buf, n, JSON_COMPACT);
+    buf[n] = '\n';
+
+    memset(&c, 0, sizeof c);
+    c.fd = -1;
+    c.path = path;
+    c.timeout_s = timeout_s;
+    vbuf_init(&c.in, VCTL_LINE_MAX + 1);
+    if (vctl_connect(&c) == 0 && vctl_send_all(&c, buf, n + 1) == 0 &&
+        vctl_read_line(&c, &line, &len) == 0)
+        reply = vctl_parse_reply(&c, line, len);
+    if (reply && !json_is_true(json_object_get(reply, "ok"))) {
+        vctl_report_failure(reply);
+        json_decref(reply);
+        reply = NULL;
+    }
+    if (c.fd >= 0) close(c.fd);
+    vbuf_free(&c.in);
+    free(buf);
+    return reply;
+}
+
 /* main - parse, find the socket, run one exchange, map the outcome to an exit status */
 int main(int argc, char **argv)
 {
@@ -1347,12 +1456,22 @@ int main(int argc, char **argv)
     memset(&a, 0, sizeof a);
     int i = vctl_parse_global(argc, argv, &a);
     if (i >= argc) vctl_usage_error("missing command");
+    if (strcmp(argv[i], "report") == 0) {
+        /* offline: reads the accounting log, never the socket */
+        char *log = vctl_acct_log_path(&a);
+        rc = report_cli(argc - i, argv + i, log, stdout, stderr);
+        free(log);
+        return rc;
+    }
+    if (vctl_feedback_cmd(argv[i]))
+        /* suppress, forget, bounce: their own arguments and exchanges */
+        return vctl_feedback_main(argc - i, argv + i, a.socket, a.config);
     const struct vctl_cmd *cmd = vctl_find_cmd(argv[i]);
     if (!cmd) vctl_usage_error("unknown command \"%s\"", argv[i]);
     vctl_parse_args(cmd, argc - i - 1, argv + i + 1, &a);
     char *req = vctl_request(cmd, &a, &reqlen);
 
-    char *path = vctl_socket_path(&a);
+    char *path = vctl_socket_path(a.socket, a.config);
     if (!path) {
         free(req);
         return VCTL_EXIT_FAIL;
