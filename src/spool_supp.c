@@ -343,6 +343,14 @@ int spool_supp_check(struct spool *sp, const char *addr, const char *sender_doma
 {
     const char *at = strrchr(addr, '@');
     if (!at) return 0;
+    MDB_txn *txn;
+    MDB_stat st;
+    if (mdb_txn_begin(sp->env, NULL, MDB_RDONLY, &txn) != 0) return -1;
+    /* the common case on a sending node without entries: no hashing, no lookups */
+    if (mdb_stat(txn, sp->db_supp, &st) != 0 || st.ms_entries == 0) {
+        mdb_txn_abort(txn);
+        return 0;
+    }
     char hashed[SUPPRESS_HASH_LEN + 1], dscope[SUPPRESS_SCOPE_MAX], lscope[SUPPRESS_SCOPE_MAX];
     suppress_hash_target(addr, hashed);
     snprintf(dscope, sizeof dscope, "domain:%s", sender_domain ? sender_domain : "");
@@ -350,8 +358,6 @@ int spool_supp_check(struct spool *sp, const char *addr, const char *sender_doma
     const char *scopes[3] = {"", sender_domain && *sender_domain ? dscope : NULL,
                              list && *list ? lscope : NULL};
     const char *targets[3] = {addr, at, hashed};
-    MDB_txn *txn;
-    if (mdb_txn_begin(sp->env, NULL, MDB_RDONLY, &txn) != 0) return -1;
     int found = 0;
     for (int i = 0; i < 3 && !found; i++) {
         if (!scopes[i]) continue;
