@@ -69,7 +69,7 @@
  *   {"cmd":"forget","address":A}
  *     privacy erasure: A's entries in every scope are removed, only the SHA-256 of
  *     the normalised address is kept (reason "forgotten"), and every queued
- *     recipient A is purged -> {"ok":true,"applied":0|1,"existing":N,"purged":N}
+ *     recipient A is purged -> {"ok":true,"applied":0|1,"existing":0,"purged":N}
  *   {"cmd":"suppress_check","address":A[,"sender":S][,"list":L]}
  *     -> {"ok":true,"address":"normalised","suppressed":bool[,"entry":{"scope",
  *         "address","reason","created","expires","source"}]}

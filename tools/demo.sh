@@ -66,6 +66,10 @@ for d in sorted(by_domain):
 PY
 echo "== one record of each kind"
 for t in delivered deferred bounced; do grep -m1 "\"type\":\"$t\"" "$acct" || true; done
+echo "== volleyctl report --by domain (deliverability, from the accounting log)"
+ctl report --by domain
+echo "== volleyctl suppress list (hard bounces are suppressed automatically)"
+ctl suppress list --limit 10
 echo "== volleyctl sites"
 ctl sites
 echo "== volleyctl queue (deferred recipients wait for their next try)"
