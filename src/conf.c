@@ -77,6 +77,12 @@ static const struct conf_key conf_keys[] = {
      "seconds a client may take for a whole DATA phase, so a slow drip cannot hold a slot"},
     {"inject.max_inflight_mb", CONF_INT, OFF(inject_max_inflight_mb), "512", 1, 1048576,
      "message bytes buffered by all sessions before reading pauses (backpressure)"},
+    {"inject.require_from", CONF_BOOL, OFF(inject_require_from), "true", 0, 0,
+     "refuse (550 5.6.0) a message without a From header or with several (RFC 5322 3.6)"},
+    {"inject.add_message_id", CONF_BOOL, OFF(inject_add_message_id), "true", 0, 0,
+     "add a Message-ID header to a message that has none"},
+    {"inject.add_date", CONF_BOOL, OFF(inject_add_date), "true", 0, 0,
+     "add a Date header to a message that has none"},
 
     {"delivery.enabled", CONF_BOOL, OFF(delivery_enabled), "true", 0, 0,
      "deliver mail; false makes an accept-only node (mail stays queued until true)"},

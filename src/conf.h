@@ -43,6 +43,9 @@ struct conf {
     int64_t inject_timeout_command;
     int64_t inject_timeout_data;
     int64_t inject_max_inflight_mb;
+    bool inject_require_from;
+    bool inject_add_message_id;
+    bool inject_add_date;
 
     /* delivery */
     bool delivery_enabled;

@@ -54,6 +54,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SMTPD_CMDLINE_LIMIT 2048       /* SMTPUTF8 addresses make 512 too tight */
@@ -661,6 +662,49 @@ static void smtpd_intake_end(struct smtpd_session *s)
 }
 
 /*
+ * smtpd_add_headers - give a message without Message-ID or Date the ones RFC 5322
+ * asks for, at the top of its header section, before it is stored: they then stay
+ * the same on every try, and a DKIM signature made at delivery covers them
+ */
+static void smtpd_add_headers(struct engine *eng, struct smtpd_job *j)
+{
+    const struct conf *c = eng->conf;
+    if (!c->inject_add_message_id && !c->inject_add_date) return;
+    const char *msg = (const char *)j->content.data;
+    size_t hl = msg_header_section_len(msg, j->content.len);
+    char add[400];
+    int n = 0;
+    if (c->inject_add_message_id && msg_header_count(msg, hl, "Message-ID") == 0) {
+        char idtxt[MSGID_STR_LEN + 1];
+        msgid_format(j->msg.id, idtxt);
+        n += snprintf(add + n, sizeof add - (size_t)n, "Message-ID: <%s.volley@%.200s>\r\n",
+                      idtxt, eng->hostname);
+    }
+    if (c->inject_add_date && msg_header_count(msg, hl, "Date") == 0) {
+        time_t t = (time_t)(j->msg.created_ms / 1000);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        static const char days[][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+        static const char months[][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+        n += snprintf(add + n, sizeof add - (size_t)n,
+                      "Date: %s, %02d %s %04d %02d:%02d:%02d +0000\r\n", days[tm.tm_wday],
+                      tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                      tm.tm_sec);
+    }
+    if (n <= 0 || (size_t)n >= sizeof add) return;
+    /* past max_message_size by these few bytes at most: the limit is on what the
+     * client sent */
+    size_t old = j->content.len;
+    j->content.limit += (size_t)n;
+    if (vbuf_reserve(&j->content, (size_t)n) < 0) return;
+    memmove(j->content.data + n, j->content.data, old);
+    memcpy(j->content.data, add, (size_t)n);
+    j->content.len = old + (size_t)n;
+    eng->stats.inflight_bytes += (size_t)n;
+}
+
+/*
  * smtpd_drop_suppressed - remove j's suppressed recipients, each with a
  * "suppressed" accounting record (stage "injection")
  */
@@ -732,6 +776,17 @@ static void smtpd_data_end(struct smtpd_session *s)
             smtpd_inflight_sub(eng, s->content.len - len);
             s->content.len = len;
         }
+        if (!fault && eng->conf->inject_require_from) {
+            size_t hl = msg_header_section_len((const char *)s->content.data, s->content.len);
+            int nfrom = msg_header_count((const char *)s->content.data, hl, "From");
+            if (nfrom == 0) {
+                fault = "550 5.6.0 Message has no From header (RFC 5322 3.6 requires one)";
+            } else if (nfrom > 1) {
+                snprintf(fault_buf, sizeof fault_buf,
+                         "550 5.6.0 Message has %d From headers; exactly one is required", nfrom);
+                fault = fault_buf;
+            }
+        }
     }
     if (fault) {
         eng->stats.rejected++;
@@ -760,6 +815,7 @@ static void smtpd_data_end(struct smtpd_session *s)
 
     j->msg.id = msgid_next();
     j->msg.created_ms = now_ms();
+    smtpd_add_headers(eng, j);
     /* recipients unsubscribed from this list, and (in drop mode) every suppressed
      * one, are taken out here: after DATA there is no per-recipient refusal */
     if (*list || strcmp(eng->conf->suppress_at_injection, "drop") == 0)
