@@ -4,7 +4,8 @@
 # namespace's resolv.conf points at the rig's dnsmasq) to port 25, spool, config and
 # logs under $WORK.  volleyd runs in the foreground as a child, so the rig's reaper
 # accounts for it.  VOLLEY_BIN overrides the binary (default build-bench/volleyd);
-# VOLLEY_RULES names a shaping rules file (default: none, the built-in rules).
+# VOLLEY_RULES names a shaping rules file (default: none, the built-in rules);
+# VOLLEY_DKIM a signing key entry "domain:selector:/path/key.pem" (default: none).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${VOLLEY_BIN:-$here/../build-bench/volleyd}
@@ -19,6 +20,7 @@ control: { socket = "$WORK/control.sock"; };
 log: { dir = "$WORK/log"; level = "notice"; };
 daemon: { pid_file = "$WORK/volleyd.pid"; };
 shaping: { rules_file = "${VOLLEY_RULES:-}"; };
+dkim: { keys = [ ${VOLLEY_DKIM:+"$VOLLEY_DKIM"} ]; };
 CONF
     nohup "$bin" -c "$WORK/volley.conf" --foreground >"$WORK/volleyd.out" 2>&1 &
     echo $! >"$WORK/volleyd.bgpid"

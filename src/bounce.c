@@ -848,6 +848,39 @@ static void bounce_prose_finish(struct bounce_ctx *c, int first, bool delay)
 }
 
 /*
+ * bounce_prose_begin - the prose readers' "a new recipient starts here": the
+ * recipient named addr becomes current (NULL at the cap) and its joined reason
+ * j (jl bytes) starts empty.
+ */
+static struct bounce_rcpt *bounce_prose_begin(struct bounce_ctx *c, const char *addr, char *j,
+                                              size_t *jl)
+{
+    *jl = 0;
+    j[0] = '\0';
+    return bounce_rcpt_for(c, addr);
+}
+
+/* bounce_tail_after - *d, *dl: what follows key (any case) in j[0..jl), or all of
+ * j when key is not there; true when it was */
+static bool bounce_tail_after(const char *j, size_t jl, const char *key, const char **d, size_t *dl)
+{
+    const char *k = bmime_ci_find(j, jl, key);
+    *d = k ? k + strlen(key) : j;
+    *dl = jl - (size_t)(*d - j);
+    return k != NULL;
+}
+
+/* bounce_qmail_reason - the reply in a qmail block: what follows "said:", or all
+ * of it when the remote was not quoted */
+static void bounce_qmail_reason(struct bounce_rcpt *rc, const char *j, size_t jl)
+{
+    const char *d;
+    size_t dl;
+    bounce_tail_after(j, jl, "said:", &d, &dl);
+    bounce_rcpt_diag(rc, d, dl);
+}
+
+/*
  * bounce_qmail - qmail and its descendants (Yahoo): "<addr>:" on a line of its
  * own, then the remote's words until an empty line:
  *
@@ -871,24 +904,12 @@ static void bounce_qmail(struct bounce_ctx *c, const struct bounce_text *x)
         bool start = more && tn > 3 && tl[0] == '<' && tl[tn - 1] == ':' && tl[tn - 2] == '>' &&
                      bounce_line_addr(tl, tn, a, sizeof a);
         if (rc && (!more || tn == 0 || start)) {
-            const char *d;
-            size_t dl;
-            const char *said = bmime_ci_find(j, jl, "said:");
-            if (said) {
-                d = said + 5;
-                dl = jl - (size_t)(d - j);
-            } else {
-                d = j;
-                dl = jl;
-            }
-            bounce_rcpt_diag(rc, d, dl);
+            bounce_qmail_reason(rc, j, jl);
             rc = NULL;
         }
         if (!more) break;
         if (start) {
-            rc = bounce_rcpt_for(c, a);
-            jl = 0;
-            j[0] = '\0';
+            rc = bounce_prose_begin(c, a, j, &jl);
             continue;
         }
         if (rc == NULL || tn == 0) continue;
@@ -916,13 +937,10 @@ static void bounce_qmail(struct bounce_ctx *c, const struct bounce_text *x)
  * (in reply to RCPT TO command)": diagnostic and remote */
 static void bounce_postfix_reason(struct bounce_rcpt *rc, const char *j, size_t jl)
 {
-    const char *d = j;
-    size_t dl = jl;
-    const char *said = bmime_ci_find(j, jl, " said: ");
-    if (said) {
+    const char *d;
+    size_t dl;
+    if (bounce_tail_after(j, jl, " said: ", &d, &dl)) {
         bounce_word_after(j, jl, "host ", rc->remote_mta, sizeof rc->remote_mta);
-        d = said + 7;
-        dl = jl - (size_t)(d - j);
     } else if (bmime_ci_prefix(j, jl, "connect to ")) {
         bounce_word_after(j, jl, "connect to ", rc->remote_mta, sizeof rc->remote_mta);
     }
@@ -970,9 +988,7 @@ static void bounce_postfix(struct bounce_ctx *c, const struct bounce_text *x)
         }
         if (!more) break;
         if (start) {
-            rc = bounce_rcpt_for(c, a);
-            jl = 0;
-            j[0] = '\0';
+            rc = bounce_prose_begin(c, a, j, &jl);
             if (rc) bounce_join(j, &jl, rest, (size_t)(line + n - rest));
             continue;
         }
@@ -985,14 +1001,10 @@ static void bounce_exim_reason(struct bounce_rcpt *rc, const char *j, size_t jl)
 {
     if (!bounce_word_after(j, jl, "host: ", rc->remote_mta, sizeof rc->remote_mta))
         bounce_word_after(j, jl, "host ", rc->remote_mta, sizeof rc->remote_mta);
-    const char *d = j;
-    size_t dl = jl;
-    const char *k;
+    const char *d, *k;
+    size_t dl;
     /* GMX: "... reason: <reply>"; Exim: "Delay reason: <text>" */
-    if ((k = bmime_ci_find(j, jl, "reason:")) != NULL) {
-        d = k + 7;
-        dl = jl - (size_t)(d - j);
-    }
+    bounce_tail_after(j, jl, "reason:", &d, &dl);
     /* Exim: "SMTP error from remote mail server after RCPT TO:<a>: <reply>", or
      * "host X [ip]: <reply>": the reply from its code on */
     if ((k = bmime_ci_find(d, dl, "SMTP error from remote")) != NULL)
@@ -1044,9 +1056,7 @@ static void bounce_exim(struct bounce_ctx *c, const struct bounce_text *x)
             continue;
         }
         if (start) {
-            rc = bounce_rcpt_for(c, a);
-            jl = 0;
-            j[0] = '\0';
+            rc = bounce_prose_begin(c, a, j, &jl);
             after_blank = false;
             continue;
         }

@@ -26,18 +26,16 @@
  * "spam" or "relay"), and an operator can see and change them.
  */
 #include "bounce_class.h"
+#include "cfgfile.h"
 #include "util.h"
 
 #include <assert.h>
-#include <errno.h>
 #include <libconfig.h>
 #include <regex.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 #define BOUNCE_CLASS_MAX_RULES 1024 /* rules in one file */
 #define BOUNCE_CLASS_REGEX_MAX 1024 /* a rule's text pattern, with NUL */
@@ -80,13 +78,6 @@ struct bounce_class_rule {
 struct bounce_class {
     struct bounce_class_rule *rules;
     int nrules; /* rules[0..nrules) are fully built (own their regex) */
-};
-
-/* one load in progress: where errors go */
-struct bounce_class_ld {
-    const char *path;
-    char *err;
-    size_t errlen;
 };
 
 /* ---- categories --------------------------------------------------------------------- */
@@ -559,74 +550,16 @@ void bounce_classify(const struct bounce_class *c, int code, const char *enh, co
 
 /* ---- loading ------------------------------------------------------------------------ */
 
-/*
- * bounce_class_fail - format "file:line: key: reason" into the load's err and
- * return -1.  The file is the one libconfig read s from (an @include may differ).
- */
-__attribute__((format(printf, 4, 5))) static int bounce_class_fail(struct bounce_class_ld *ld,
-                                                                   const config_setting_t *s,
-                                                                   const char *key, const char *fmt,
-                                                                   ...)
-{
-    char why[512];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(why, sizeof why, fmt, ap);
-    va_end(ap);
-    if (ld->err == NULL || ld->errlen == 0) return -1;
-    const char *file = s ? config_setting_source_file(s) : NULL;
-    int line = s ? (int)config_setting_source_line(s) : 0;
-    if (file == NULL) file = ld->path;
-    if (line > 0)
-        snprintf(ld->err, ld->errlen, "%s:%d: %s: %s", file, line, key, why);
-    else
-        snprintf(ld->err, ld->errlen, "%s: %s: %s", file, key, why);
-    return -1;
-}
-
-/* bounce_class_key - "pfx.name" into buf, for error messages */
-static const char *bounce_class_key(char *buf, size_t n, const char *pfx, const char *name)
-{
-    if (snprintf(buf, n, "%s.%s", pfx, name) >= (int)n && n > 4) memcpy(buf + n - 4, "...", 4);
-    return buf;
-}
-
-/* bounce_class_name_ok - a rule name: 1..63 of [A-Za-z0-9._-] (no ':', so it can
- * never look like a built-in "status:..." verdict) */
-static bool bounce_class_name_ok(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n >= BOUNCE_RULE_NAME_MAX) return false;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '.' || ch == '_' || ch == '-'))
-            return false;
-    }
-    return true;
-}
-
-/* bounce_class_get_str - a string setting, or -1 (err set) */
-static int bounce_class_get_str(struct bounce_class_ld *ld, const config_setting_t *s,
-                                const char *key, const char **out)
-{
-    if (config_setting_type(s) != CONFIG_TYPE_STRING)
-        return bounce_class_fail(ld, s, key, "must be a string");
-    *out = config_setting_get_string(s);
-    return 0;
-}
-
 /* bounce_class_parse_code - 550 (exact; 0 = the engine's own failures) or "4xx"/"5xx" */
-static int bounce_class_parse_code(struct bounce_class_ld *ld, const config_setting_t *s,
+static int bounce_class_parse_code(struct cfgfile_ld *ld, const config_setting_t *s,
                                    const char *key, struct bounce_class_rule *r)
 {
     int t = config_setting_type(s);
     if (t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64) {
         long long v = config_setting_get_int64(s);
         if (v != 0 && (v < 400 || v > 599))
-            return bounce_class_fail(ld, s, key,
-                                     "%lld: must be 0 (the engine's own failures) or 400..599", v);
+            return cfgfile_fail(ld, s, key,
+                                "%lld: must be 0 (the engine's own failures) or 400..599", v);
         r->code_kind = BOUNCE_CLASS_CODE_EXACT;
         r->code = (int)v;
         return 0;
@@ -639,12 +572,12 @@ static int bounce_class_parse_code(struct bounce_class_ld *ld, const config_sett
             r->code = v[0] - '0';
             return 0;
         }
-        return bounce_class_fail(ld, s, key,
-                                 "\"%.64s\": expected a code such as 550, or \"4xx\" "
-                                 "or \"5xx\"",
-                                 v);
+        return cfgfile_fail(ld, s, key,
+                            "\"%.64s\": expected a code such as 550, or \"4xx\" "
+                            "or \"5xx\"",
+                            v);
     }
-    return bounce_class_fail(ld, s, key, "must be a code such as 550, or \"4xx\" or \"5xx\"");
+    return cfgfile_fail(ld, s, key, "must be a code such as 550, or \"4xx\" or \"5xx\"");
 }
 
 /*
@@ -652,7 +585,7 @@ static int bounce_class_parse_code(struct bounce_class_ld *ld, const config_sett
  * regex is compiled last, so that the rule owns nothing until it is counted in
  * nrules (and then bounce_class_free releases it).
  */
-static int bounce_class_parse_rule(struct bounce_class_ld *ld, const config_setting_t *g, int idx,
+static int bounce_class_parse_rule(struct cfgfile_ld *ld, const config_setting_t *g, int idx,
                                    struct bounce_class *c)
 {
     struct bounce_class_rule *r = &c->rules[c->nrules];
@@ -664,81 +597,77 @@ static int bounce_class_parse_rule(struct bounce_class_ld *ld, const config_sett
     r->hard = -1;
     snprintf(pfx, sizeof pfx, "rules[%d]", idx);
     if (config_setting_type(g) != CONFIG_TYPE_GROUP)
-        return bounce_class_fail(ld, g, pfx, "must be a group { name = ...; category = ...; }");
+        return cfgfile_fail(ld, g, pfx, "must be a group { name = ...; category = ...; }");
     int n = config_setting_length(g);
     for (int i = 0; i < n; i++) {
         const config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
         const char *name = config_setting_name(s);
         const char *v = NULL;
-        bounce_class_key(key, sizeof key, pfx, name);
+        cfgfile_key(key, sizeof key, pfx, name);
         if (strcmp(name, "name") == 0) {
-            if (bounce_class_get_str(ld, s, key, &v) < 0) return -1;
-            if (!bounce_class_name_ok(v))
-                return bounce_class_fail(ld, s, key,
-                                         "\"%.64s\": a name is 1..%d of A-Z a-z 0-9 . _ -", v,
-                                         BOUNCE_RULE_NAME_MAX - 1);
+            if (cfgfile_get_str(ld, s, key, &v) < 0) return -1;
+            if (!cfgfile_name_ok(v, BOUNCE_RULE_NAME_MAX))
+                return cfgfile_fail(ld, s, key, "\"%.64s\": a name is 1..%d of A-Z a-z 0-9 . _ -",
+                                    v, BOUNCE_RULE_NAME_MAX - 1);
             if (strcmp(v, "default") == 0)
-                return bounce_class_fail(ld, s, key, "\"default\" is reserved for no rule matched");
+                return cfgfile_fail(ld, s, key, "\"default\" is reserved for no rule matched");
             str_copy(r->name, sizeof r->name, v);
         } else if (strcmp(name, "category") == 0) {
-            if (bounce_class_get_str(ld, s, key, &v) < 0) return -1;
+            if (cfgfile_get_str(ld, s, key, &v) < 0) return -1;
             if (bounce_cat_parse(v, &r->cat) < 0) {
                 char all[400];
                 size_t off = 0;
                 for (int k = 0; k < BOUNCE_CAT_COUNT && off < sizeof all; k++)
                     off += (size_t)snprintf(all + off, sizeof all - off, "%s%s", k ? ", " : "",
                                             bounce_cat_names[k]);
-                return bounce_class_fail(ld, s, key, "unknown category \"%.64s\" (one of %s)", v,
-                                         all);
+                return cfgfile_fail(ld, s, key, "unknown category \"%.64s\" (one of %s)", v, all);
             }
             cat_s = s;
         } else if (strcmp(name, "hard") == 0) {
-            if (config_setting_type(s) != CONFIG_TYPE_BOOL)
-                return bounce_class_fail(ld, s, key, "must be true or false");
-            r->hard = config_setting_get_bool(s) ? 1 : 0;
+            bool hard;
+            if (cfgfile_get_bool(ld, s, key, &hard) < 0) return -1;
+            r->hard = hard ? 1 : 0;
         } else if (strcmp(name, "code") == 0) {
             if (bounce_class_parse_code(ld, s, key, r) < 0) return -1;
         } else if (strcmp(name, "enh") == 0) {
-            if (bounce_class_get_str(ld, s, key, &v) < 0) return -1;
+            if (cfgfile_get_str(ld, s, key, &v) < 0) return -1;
             if (strlen(v) >= BOUNCE_CLASS_ENH_MAX ||
                 bounce_class_enh_parse(v, true, false, &r->enh) < 0)
-                return bounce_class_fail(
-                    ld, s, key,
-                    "\"%.64s\": expected a status or prefix such as \"5.1.1\", "
-                    "\"5.7\" or \"X.4.7\"",
-                    v);
+                return cfgfile_fail(ld, s, key,
+                                    "\"%.64s\": expected a status or prefix such as \"5.1.1\", "
+                                    "\"5.7\" or \"X.4.7\"",
+                                    v);
             r->has_enh = true;
         } else if (strcmp(name, "text") == 0) {
-            if (bounce_class_get_str(ld, s, key, &text) < 0) return -1;
+            if (cfgfile_get_str(ld, s, key, &text) < 0) return -1;
             if (text[0] == '\0')
-                return bounce_class_fail(ld, s, key, "empty (leave text out to match any text)");
+                return cfgfile_fail(ld, s, key, "empty (leave text out to match any text)");
             if (strlen(text) >= BOUNCE_CLASS_REGEX_MAX)
-                return bounce_class_fail(ld, s, key, "longer than %d characters",
-                                         BOUNCE_CLASS_REGEX_MAX - 1);
+                return cfgfile_fail(ld, s, key, "longer than %d characters",
+                                    BOUNCE_CLASS_REGEX_MAX - 1);
             text_s = s;
         } else {
-            return bounce_class_fail(ld, s, key, "unknown key");
+            return cfgfile_fail(ld, s, key, "unknown key");
         }
     }
-    if (r->name[0] == '\0') return bounce_class_fail(ld, g, pfx, "missing name");
+    if (r->name[0] == '\0') return cfgfile_fail(ld, g, pfx, "missing name");
     for (int i = 0; i < c->nrules; i++)
         if (strcmp(c->rules[i].name, r->name) == 0)
-            return bounce_class_fail(ld, g, pfx, "duplicate rule name \"%s\"", r->name);
+            return cfgfile_fail(ld, g, pfx, "duplicate rule name \"%s\"", r->name);
     if (cat_s == NULL)
-        return bounce_class_fail(ld, g, bounce_class_key(key, sizeof key, pfx, "category"),
-                                 "missing (one of bad-mailbox, inactive-mailbox, ..., other)");
+        return cfgfile_fail(ld, g, cfgfile_key(key, sizeof key, pfx, "category"),
+                            "missing (one of bad-mailbox, inactive-mailbox, ..., other)");
     if (r->code_kind == BOUNCE_CLASS_CODE_ANY && !r->has_enh && text == NULL)
-        return bounce_class_fail(ld, g, pfx,
-                                 "needs code, enh or text (a rule without conditions "
-                                 "would hide every rule after it)");
+        return cfgfile_fail(ld, g, pfx,
+                            "needs code, enh or text (a rule without conditions "
+                            "would hide every rule after it)");
     if (text) {
-        bounce_class_key(key, sizeof key, pfx, "text");
+        cfgfile_key(key, sizeof key, pfx, "text");
         int rc = regcomp(&r->re, text, REG_EXTENDED | REG_ICASE | REG_NOSUB);
         if (rc != 0) {
             char why[128];
             regerror(rc, &r->re, why, sizeof why);
-            return bounce_class_fail(ld, text_s, key, "bad regular expression \"%.64s\": %s", text,
-                                     why);
+            return cfgfile_fail(ld, text_s, key, "bad regular expression \"%.64s\": %s", text, why);
         }
         r->has_re = true;
     }
@@ -747,26 +676,17 @@ static int bounce_class_parse_rule(struct bounce_class_ld *ld, const config_sett
 }
 
 /* bounce_class_load_root - the whole file: only "rules" is known */
-static int bounce_class_load_root(struct bounce_class_ld *ld, const config_setting_t *root,
+static int bounce_class_load_root(struct cfgfile_ld *ld, const config_setting_t *root,
                                   struct bounce_class *c)
 {
-    int n = config_setting_length(root);
-    for (int i = 0; i < n; i++) {
-        const config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
-        const char *name = config_setting_name(s);
-        if (strcmp(name, "rules") != 0) return bounce_class_fail(ld, s, name, "unknown key");
-    }
+    static const char *const known[] = {"rules"};
+    if (cfgfile_known_keys(ld, root, known, ARRAY_LEN(known)) < 0) return -1;
     const config_setting_t *s = config_setting_get_member(root, "rules");
     if (s == NULL) return 0;
-    int t = config_setting_type(s);
-    if (!(t == CONFIG_TYPE_LIST || (t == CONFIG_TYPE_ARRAY && config_setting_length(s) == 0)))
-        return bounce_class_fail(ld, s, "rules", "must be a list ( { ... }, ... )");
-    n = config_setting_length(s);
-    if (n > BOUNCE_CLASS_MAX_RULES)
-        return bounce_class_fail(ld, s, "rules", "more than %d entries", BOUNCE_CLASS_MAX_RULES);
-    if (n == 0) return 0;
+    int n = cfgfile_list_len(ld, s, "rules", BOUNCE_CLASS_MAX_RULES);
+    if (n <= 0) return n;
     c->rules = calloc((size_t)n, sizeof(*c->rules));
-    if (c->rules == NULL) return bounce_class_fail(ld, s, "rules", "out of memory");
+    if (c->rules == NULL) return cfgfile_fail(ld, s, "rules", "out of memory");
     for (int i = 0; i < n; i++)
         if (bounce_class_parse_rule(ld, config_setting_get_elem(s, (unsigned)i), i, c) < 0)
             return -1;
@@ -775,7 +695,7 @@ static int bounce_class_load_root(struct bounce_class_ld *ld, const config_setti
 
 struct bounce_class *bounce_class_load(const char *path, char *err, size_t errlen)
 {
-    struct bounce_class_ld ld = {.path = path, .err = err, .errlen = errlen};
+    struct cfgfile_ld ld = {.path = path, .err = err, .errlen = errlen};
     config_t cfg;
 
     if (err && errlen) err[0] = '\0';
@@ -785,18 +705,7 @@ struct bounce_class *bounce_class_load(const char *path, char *err, size_t errle
         return NULL;
     }
     if (path == NULL || *path == '\0') return c;
-    if (access(path, R_OK) < 0) {
-        if (err && errlen) snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-        bounce_class_free(c);
-        return NULL;
-    }
-    config_init(&cfg);
-    if (config_read_file(&cfg, path) != CONFIG_TRUE) {
-        const char *f = config_error_file(&cfg);
-        if (err && errlen)
-            snprintf(err, errlen, "%s:%d: syntax error: %s", f ? f : path, config_error_line(&cfg),
-                     config_error_text(&cfg));
-        config_destroy(&cfg);
+    if (cfgfile_read(&cfg, path, err, errlen) < 0) {
         bounce_class_free(c);
         return NULL;
     }

@@ -106,6 +106,9 @@ static const struct conf_key conf_keys[] = {
      100000, "messages sent over one connection before it is closed"},
     {"delivery.pipeline_next_message", CONF_BOOL, OFF(delivery_pipeline_next), "true", 0, 0,
      "with PIPELINING, send the next message's commands behind this one's final \".\""},
+    {"delivery.eightbit", CONF_STR, OFF(delivery_eightbit), "convert", 0, 0,
+     "8-bit message to a host without 8BITMIME: convert (to quoted-printable, before "
+     "signing) or bounce (554 5.6.3)"},
     {"delivery.dsn", CONF_BOOL, OFF(delivery_dsn), "false", 0, 0,
      "RFC 3464 notice (DSN) to the sender when a recipient bounces or expires"},
     {"delivery.max_recipients_per_transaction", CONF_INT, OFF(delivery_max_rcpts_per_txn), "100", 1,
@@ -136,6 +139,20 @@ static const struct conf_key conf_keys[] = {
     {"shaping.rules_file", CONF_STR, OFF(shaping_rules_file), "", 0, 0,
      "traffic shaping rules, sources and pools (see conf/shaping.conf); reread on "
      "SIGHUP; empty = built-in defaults (one source, no rates, no response rules)"},
+
+    {"dkim.keys", CONF_STRLIST, OFF(dkim_keys), "", 0, CONF_MAX_LIST,
+     "\"domain:selector:/path/key.pem\" signing keys (RSA 1024-4096 or Ed25519, PEM): a "
+     "message is signed with the key of its From domain, else of the closest parent "
+     "domain (relaxed DMARC alignment); several keys of one domain all sign; loaded at "
+     "start and on SIGHUP"},
+    {"dkim.always", CONF_STRLIST, OFF(dkim_always), "", 0, CONF_MAX_LIST,
+     "\"domain:selector:/path/key.pem\" keys that also sign every message (e.g. the "
+     "sending platform's own domain)"},
+    {"dkim.canonicalization", CONF_STR, OFF(dkim_canonicalization), "relaxed/relaxed", 0, 0,
+     "header/body canonicalization: relaxed/relaxed, relaxed/simple, simple/relaxed or "
+     "simple/simple"},
+    {"dkim.expire_seconds", CONF_INT, OFF(dkim_expire_seconds), "0", 0, 31536000,
+     "signature lifetime (x= tag) in seconds after signing; 0 = no x= tag"},
 
     {"feedback.secret", CONF_STR, OFF(feedback_secret), "", 0, 0,
      "HMAC key (16+ characters) signing VERP return paths and unsubscribe links; empty "
@@ -544,6 +561,26 @@ static int conf_check_feedback(struct conf *c, config_t *cfg, const char *path, 
         if (!eq || eq == e || !eq[1]) {
             key = "feedback.bounce_domains";
             snprintf(why, sizeof why, "\"%.100s\" is not senderdomain=bouncedomain", e);
+        }
+    }
+    if (!key && strcmp(c->delivery_eightbit, "convert") && strcmp(c->delivery_eightbit, "bounce")) {
+        key = "delivery.eightbit";
+        snprintf(why, sizeof why, "must be convert or bounce");
+    }
+    const char *cz = c->dkim_canonicalization;
+    if (!key && strcmp(cz, "relaxed/relaxed") && strcmp(cz, "relaxed/simple") &&
+        strcmp(cz, "simple/relaxed") && strcmp(cz, "simple/simple")) {
+        key = "dkim.canonicalization";
+        snprintf(why, sizeof why, "must be relaxed/relaxed, relaxed/simple, simple/relaxed or "
+                                  "simple/simple");
+    }
+    for (int k = 0; !key && k < c->dkim_keys_count + c->dkim_always_count; k++) {
+        const char *e = k < c->dkim_keys_count ? c->dkim_keys[k]
+                                               : c->dkim_always[k - c->dkim_keys_count];
+        const char *c1 = strchr(e, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c1 || c1 == e || !c2 || c2 == c1 + 1 || !c2[1]) {
+            key = k < c->dkim_keys_count ? "dkim.keys" : "dkim.always";
+            snprintf(why, sizeof why, "\"%.100s\" is not domain:selector:/path/key.pem", e);
         }
     }
     if (!key && strcmp(c->suppress_at_injection, "refuse") &&

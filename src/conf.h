@@ -86,6 +86,15 @@ struct conf {
     int64_t dns_max_ttl;
     int64_t dns_neg_ttl;
 
+    /* dkim */
+    char *dkim_keys[CONF_MAX_LIST];
+    int dkim_keys_count;
+    char *dkim_always[CONF_MAX_LIST];
+    int dkim_always_count;
+    char *dkim_canonicalization;
+    int64_t dkim_expire_seconds;
+    char *delivery_eightbit;
+
     /* feedback */
     char *feedback_secret;
     char *feedback_bounce_domain;

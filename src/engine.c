@@ -3,6 +3,7 @@
  */
 #include "engine.h"
 #include "bounce_class.h"
+#include "dkim.h"
 #include "feedback.h"
 #include "http.h"
 #include "ctl.h"
@@ -185,20 +186,60 @@ static void engine_exit_poll(evutil_socket_t fd, short what, void *arg)
     engine_maybe_exit(arg);
 }
 
-struct engine_rules *engine_rules_load(const char *path, const char *classify_path, char *err,
-                                       size_t errsz)
+/* engine_dkim_load - the keys of entries "domain:selector:/path" into *out */
+static int engine_dkim_load(char *const *entries, int n, struct dkim_key ***out, int *nout,
+                            char *err, size_t errsz)
 {
-    struct shape_rules *r = shape_rules_load(path, err, errsz);
-    if (!r) return NULL;
-    struct bounce_class *bc = bounce_class_load(classify_path, err, errsz);
-    if (!bc) {
-        shape_rules_free(r);
+    *out = xcalloc(n ? (size_t)n : 1, sizeof **out);
+    *nout = 0;
+    for (int i = 0; i < n; i++) {
+        char domain[256], selector[64];
+        const char *e = entries[i], *c1 = strchr(e, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c1 || !c2 || (size_t)(c1 - e) >= sizeof domain ||
+            (size_t)(c2 - c1 - 1) >= sizeof selector) {
+            snprintf(err, errsz, "dkim: bad key entry \"%.100s\"", e);
+            return -1;
+        }
+        memcpy(domain, e, (size_t)(c1 - e));
+        domain[c1 - e] = '\0';
+        memcpy(selector, c1 + 1, (size_t)(c2 - c1 - 1));
+        selector[c2 - c1 - 1] = '\0';
+        str_lower(domain);
+        struct dkim_key *k = dkim_key_load(c2 + 1, domain, selector, err, errsz);
+        if (!k) return -1;
+        (*out)[(*nout)++] = k;
+    }
+    return 0;
+}
+
+/* engine_rules_free - release a set nobody references */
+static void engine_rules_free(struct engine_rules *er)
+{
+    shape_rules_free(er->rules);
+    bounce_class_free(er->classify);
+    for (int i = 0; i < er->ndkim_keys; i++)
+        dkim_key_free(er->dkim_keys[i]);
+    for (int i = 0; i < er->ndkim_always; i++)
+        dkim_key_free(er->dkim_always[i]);
+    free(er->dkim_keys);
+    free(er->dkim_always);
+    free(er);
+}
+
+struct engine_rules *engine_rules_load(const struct conf *c, char *err, size_t errsz)
+{
+    struct engine_rules *er = xcalloc(1, sizeof *er);
+    er->refs = 1;
+    er->rules = shape_rules_load(c->shaping_rules_file, err, errsz);
+    if (er->rules) er->classify = bounce_class_load(c->feedback_classify_rules, err, errsz);
+    if (!er->rules || !er->classify ||
+        engine_dkim_load(c->dkim_keys, c->dkim_keys_count, &er->dkim_keys, &er->ndkim_keys, err,
+                         errsz) < 0 ||
+        engine_dkim_load(c->dkim_always, c->dkim_always_count, &er->dkim_always,
+                         &er->ndkim_always, err, errsz) < 0) {
+        engine_rules_free(er);
         return NULL;
     }
-    struct engine_rules *er = xcalloc(1, sizeof *er);
-    er->rules = r;
-    er->classify = bc;
-    er->refs = 1;
     return er;
 }
 
@@ -211,9 +252,7 @@ struct engine_rules *engine_rules_ref(struct engine_rules *er)
 void engine_rules_unref(struct engine_rules *er)
 {
     if (!er || __atomic_sub_fetch(&er->refs, 1, __ATOMIC_ACQ_REL) > 0) return;
-    shape_rules_free(er->rules);
-    bounce_class_free(er->classify);
-    free(er);
+    engine_rules_free(er);
 }
 
 /* engine_rules_swap_fn - on a worker: adopt the new rule set */
@@ -233,10 +272,9 @@ static void engine_rules_swap_done(void *ctx, json_t *result, void *arg)
 static void engine_reload_rules(struct engine *eng)
 {
     char err[512];
-    struct engine_rules *er = engine_rules_load(eng->conf->shaping_rules_file,
-                                                eng->conf->feedback_classify_rules, err, sizeof err);
+    struct engine_rules *er = engine_rules_load(eng->conf, err, sizeof err);
     if (!er) {
-        log_msg(LOG_ERROR, "rules_reload", "keeping the old shaping rules: %s", err);
+        log_msg(LOG_ERROR, "rules_reload", "keeping the old rules and keys: %s", err);
         return;
     }
     engine_rules_unref(eng->rules);
@@ -332,8 +370,7 @@ struct engine *engine_create(struct conf *conf, char *err, size_t errsz)
     };
     if (spool_open(&eng->spool, &sp, err, errsz) < 0)
         goto fail;
-    eng->rules = engine_rules_load(conf->shaping_rules_file, conf->feedback_classify_rules, err,
-                                  errsz);
+    eng->rules = engine_rules_load(conf, err, errsz);
     if (eng->rules && fb_start(eng, err, errsz) < 0) goto fail;
     if (!eng->rules) goto fail;
     eng->warmup = warmup_new();

@@ -33,10 +33,15 @@ struct shape_rules;
 struct engine_rules {
     struct shape_rules *rules;
     struct bounce_class *classify; /* bounce classification rules (bounce_class.h) */
+    struct dkim_key **dkim_keys;   /* dkim.keys: signing keys by From domain */
+    int ndkim_keys;
+    struct dkim_key **dkim_always; /* dkim.always: keys that sign every message */
+    int ndkim_always;
     int refs; /* atomic */
 };
-struct engine_rules *engine_rules_load(const char *path, const char *classify_path, char *err,
-                                       size_t errsz);
+/* engine_rules_load - shaping rules, classification rules and DKIM keys named by c
+ * (what SIGHUP rereads); NULL with "file[:line]: reason" in err */
+struct engine_rules *engine_rules_load(const struct conf *c, char *err, size_t errsz);
 struct engine_rules *engine_rules_ref(struct engine_rules *er);
 void engine_rules_unref(struct engine_rules *er);
 

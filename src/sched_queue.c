@@ -24,6 +24,9 @@
 #include "dsn.h"
 #include "engine.h"
 #include "bounce_class.h"
+#include "dkim.h"
+#include "mime7.h"
+#include "msg_header.h"
 #include "feedback.h"
 #include "suppress.h"
 #include "log.h"
@@ -39,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define SCHED_SCAN_BATCH   1024
 #define SCHED_TICK_BUSY_MS 20
@@ -1349,6 +1353,142 @@ static void sched_site_unpick(struct sched_site *site, struct sched_job *job)
     site->queued++;
 }
 
+/* sched_refuse - the transaction fails locally with this reply, unsent */
+static void sched_refuse(struct sched_job *job, int code, const char *enh, const char *text)
+{
+    job->txn.refuse_code = code;
+    str_copy(job->txn.refuse_enh, sizeof job->txn.refuse_enh, enh);
+    str_copy(job->txn.refuse_text, sizeof job->txn.refuse_text, text);
+}
+
+/*
+ * sched_from_domain - the domain of the From header's address in msg (lower
+ * case), "" when there is none; reads the first From field, unfolded, and takes
+ * the address in angle brackets or, without them, the last "@" of the value
+ */
+static void sched_from_domain(const uint8_t *msg, size_t len, char *out, size_t n)
+{
+    const char *m = (const char *)msg;
+    size_t hl = msg_header_section_len(m, len), i = 0;
+    out[0] = '\0';
+    while (i < hl) {
+        const char *line = m + i, *eol = memchr(line, '\n', hl - i);
+        size_t ll = eol ? (size_t)(eol - line) + 1 : hl - i;
+        if (ll >= 5 && strncasecmp(line, "from:", 5) == 0) {
+            char val[1024];
+            size_t vl = 0;
+            for (size_t k = i + 5; k < hl && vl < sizeof val - 1; k++) {
+                /* the field and its continuation lines */
+                if (m[k] == '\n' && (k + 1 >= hl || (m[k + 1] != ' ' && m[k + 1] != '\t')))
+                    break;
+                if (m[k] != '\r' && m[k] != '\n') val[vl++] = m[k];
+            }
+            val[vl] = '\0';
+            char *lt = strrchr(val, '<'), *end;
+            char *addr = lt ? lt + 1 : val;
+            if ((end = strchr(addr, '>'))) *end = '\0';
+            char *at = strrchr(addr, '@');
+            if (!at) return;
+            size_t dl = strcspn(at + 1, " \t>;,");
+            if (dl == 0 || dl >= n) return;
+            memcpy(out, at + 1, dl);
+            out[dl] = '\0';
+            str_lower(out);
+            return;
+        }
+        i += ll;
+    }
+}
+
+/*
+ * sched_dkim_sign - sign the content about to be sent: with every dkim.keys key of
+ * the From domain (or of its closest parent that has one: relaxed alignment), and
+ * every dkim.always key.  The signatures go on top, in front of what they sign.
+ * A signing failure sends the message unsigned rather than not at all, and says so.
+ */
+static void sched_dkim_sign(struct sched *s, struct sched_job *job)
+{
+    const struct engine_rules *er = s->rules;
+    if (er->ndkim_keys == 0 && er->ndkim_always == 0) return;
+    char from[256];
+    sched_from_domain(job->content.data, job->content.len, from, sizeof from);
+    const struct dkim_key *use[2 * CONF_MAX_LIST];
+    int nuse = 0;
+    for (const char *d = from; *d && nuse == 0; d = strchr(d, '.') ? strchr(d, '.') + 1 : "") {
+        for (int i = 0; i < er->ndkim_keys && nuse < CONF_MAX_LIST; i++)
+            if (strcmp(dkim_key_domain(er->dkim_keys[i]), d) == 0) use[nuse++] = er->dkim_keys[i];
+        if (!strchr(d, '.')) break; /* no parent above a top-level label */
+    }
+    for (int i = 0; i < er->ndkim_always && nuse < 2 * CONF_MAX_LIST; i++)
+        use[nuse++] = er->dkim_always[i];
+    if (nuse == 0) return;
+    struct dkim_params p = {.timestamp = now_ms() / 1000};
+    const char *cz = s->conf->dkim_canonicalization;
+    p.hcanon = strncmp(cz, "simple/", 7) == 0 ? DKIM_CANON_SIMPLE : DKIM_CANON_RELAXED;
+    p.bcanon = strcmp(strchr(cz, '/') ? strchr(cz, '/') + 1 : "", "simple") == 0
+                   ? DKIM_CANON_SIMPLE
+                   : DKIM_CANON_RELAXED;
+    p.expire = s->conf->dkim_expire_seconds;
+    struct vbuf sigs;
+    vbuf_init(&sigs, SIZE_MAX);
+    for (int i = 0; i < nuse; i++) {
+        char err[200];
+        if (dkim_sign(use[i], &p, job->content.data, job->content.len, &sigs, err, sizeof err) <
+            0) {
+            char idtxt[MSGID_STR_LEN + 1];
+            msgid_format(job->msg->id, idtxt);
+            log_event(LOG_WARNING, "dkim_sign",
+                      json_pack("{s:s, s:s, s:s, s:s}", "msgid", idtxt, "domain",
+                                dkim_key_domain(use[i]), "selector", dkim_key_selector(use[i]),
+                                "error", err));
+        }
+    }
+    if (sigs.len == 0) {
+        vbuf_free(&sigs);
+        return;
+    }
+    if (vbuf_append(&sigs, job->content.data, job->content.len) == 0) {
+        vbuf_free(&job->content);
+        job->content = sigs;
+    } else {
+        vbuf_free(&sigs);
+    }
+}
+
+/*
+ * sched_job_for_server - make job's bytes fit the server conn talks to, then sign
+ * them (DKIM covers exactly what is sent): 8-bit text for a server without
+ * 8BITMIME is converted to quoted-printable, or refused, per delivery.eightbit.
+ * (SMTPUTF8 to a server without it is refused by smtpc: that cannot be converted.)
+ */
+static void sched_job_for_server(struct sched *s, struct sched_job *job, struct sched_conn *conn)
+{
+    if (conn && conn->c && !smtpc_has_8bitmime(conn->c) && !job->txn.smtputf8 &&
+        mime7_needed(job->content.data, job->content.len)) {
+        char why[200], text[300];
+        if (strcmp(s->conf->delivery_eightbit, "bounce") == 0) {
+            sched_refuse(job, 554, "5.6.3",
+                         "8-bit message and the server does not offer 8BITMIME "
+                         "(delivery.eightbit = bounce) (local)");
+            return;
+        }
+        struct vbuf seven;
+        vbuf_init(&seven, SIZE_MAX);
+        if (mime7_convert(job->content.data, job->content.len, &seven, why, sizeof why) < 0) {
+            vbuf_free(&seven);
+            snprintf(text, sizeof text,
+                     "conversion to 7 bit for a server without 8BITMIME failed: %.200s (local)",
+                     why);
+            sched_refuse(job, 554, "5.6.3", text);
+            return;
+        }
+        vbuf_free(&job->content);
+        job->content = seven;
+        job->txn.body_8bit = false;
+    }
+    sched_dkim_sign(s, job);
+}
+
 /* sched_job_unprepare - undo sched_job_prepare (the job goes back to a queue) */
 static void sched_job_unprepare(struct sched *s, struct sched_job *job)
 {
@@ -1364,7 +1504,7 @@ static void sched_job_unprepare(struct sched *s, struct sched_job *job)
 
 /* sched_job_prepare - load the message text and build the SMTP transaction; -1
  * (job freed) when the message was deleted by an operator since it was loaded */
-static int sched_job_prepare(struct sched *s, struct sched_job *job)
+static int sched_job_prepare(struct sched *s, struct sched_job *job, struct sched_conn *conn)
 {
     vbuf_init(&job->content, SIZE_MAX);
     /* VERP and List-Unsubscribe are per recipient: such a job has one (see
@@ -1412,11 +1552,12 @@ static int sched_job_prepare(struct sched *s, struct sched_job *job)
     job->txn.sender = job->mail_from ? job->mail_from : job->msg->sender;
     job->txn.rcpts = job->rcpt_ptrs;
     job->txn.nrcpt = job->nrcpt;
-    job->txn.content = job->content.data;
-    job->txn.content_len = job->content.len;
     job->txn.body_8bit = (job->msg->flags & SPOOL_MSG_8BIT) != 0;
     job->txn.smtputf8 = (job->msg->flags & SPOOL_MSG_SMTPUTF8) != 0;
     job->txn.rcpt_reply = job->replies;
+    sched_job_for_server(s, job, conn);
+    job->txn.content = job->content.data;
+    job->txn.content_len = job->content.len;
     return 0;
 }
 
@@ -1474,7 +1615,7 @@ static struct sched_job *sched_conn_take(struct sched_conn *conn,
                             ? 1
                             : (uint32_t)site->lim.max_recipients_per_transaction;
         if (job->nrcpt > maxr) sched_job_split(site, job, maxr);
-    } while (sched_job_prepare(s, job) < 0);
+    } while (sched_job_prepare(s, job, conn) < 0);
     /* the warm-up count first: sched_pair_wait saw room, but another worker sending
      * to a site of the same class may have taken it since */
     int64_t cap = shape_warmup_cap(shape_source(sched_rules(s), p->src), now);

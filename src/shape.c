@@ -20,20 +20,18 @@
  * the built-in values from least to most specific, so an omitted key falls through.
  */
 #include "shape.h"
+#include "cfgfile.h"
 #include "util.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
-#include <errno.h>
 #include <fnmatch.h>
 #include <libconfig.h>
 #include <regex.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 #define SHAPE_MAX_RULES     1024 /* rules */
 #define SHAPE_MAX_MATCH     64   /* match entries per rule */
@@ -143,13 +141,6 @@ struct shape_rules {
     int nresponses;
 };
 
-/* the load in progress: where errors go */
-struct shape_ld {
-    const char *path;
-    char *err;
-    size_t errlen;
-};
-
 /* ---- small helpers ------------------------------------------------------------------ */
 
 /* shape_floor_div - a / b rounded towards minus infinity (b > 0) */
@@ -177,20 +168,6 @@ static int64_t shape_add_ms(int64_t now_ms, int64_t d)
     return now_ms + d;
 }
 
-/* shape_name_ok - a rule, source, pool or response name: 1..63 of [A-Za-z0-9._-] */
-static bool shape_name_ok(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n >= SHAPE_NAME_MAX) return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return false;
-    }
-    return true;
-}
-
 /* shape_printable - only printable ASCII without space (patterns, EHLO names) */
 static bool shape_printable(const char *s)
 {
@@ -199,91 +176,18 @@ static bool shape_printable(const char *s)
     return true;
 }
 
-/*
- * shape_fail - format "file:line: key: reason" into the load's err and return -1.
- * The file is the one libconfig read s from (an @include may differ from path).
- */
-__attribute__((format(printf, 4, 5))) static int shape_fail(struct shape_ld *ld,
-                                                            const config_setting_t *s,
-                                                            const char *key, const char *fmt, ...)
-{
-    char why[384];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(why, sizeof why, fmt, ap);
-    va_end(ap);
-    if (ld->err == NULL || ld->errlen == 0) return -1;
-    const char *file = s ? config_setting_source_file(s) : NULL;
-    int line = s ? (int)config_setting_source_line(s) : 0;
-    if (file == NULL) file = ld->path;
-    if (line > 0)
-        snprintf(ld->err, ld->errlen, "%s:%d: %s: %s", file, line, key, why);
-    else
-        snprintf(ld->err, ld->errlen, "%s: %s: %s", file, key, why);
-    return -1;
-}
-
-/* shape_key - "pfx.name" (or name) into buf, for error messages */
-static const char *shape_key(char *buf, size_t n, const char *pfx, const char *name)
-{
-    if (snprintf(buf, n, "%s%s%s", pfx, *pfx ? "." : "", name) >= (int)n && n > 4)
-        memcpy(buf + n - 4, "...", 4);
-    return buf;
-}
-
-/* shape_is_list - a ( ) list, or an empty [ ] array */
-static bool shape_is_list(const config_setting_t *s)
-{
-    int t = config_setting_type(s);
-    return t == CONFIG_TYPE_LIST || (t == CONFIG_TYPE_ARRAY && config_setting_length(s) == 0);
-}
-
-/* shape_is_seq - a [ ] array or a ( ) list (lists of scalars may be either) */
-static bool shape_is_seq(const config_setting_t *s)
-{
-    int t = config_setting_type(s);
-    return t == CONFIG_TYPE_LIST || t == CONFIG_TYPE_ARRAY;
-}
-
 /* ---- value parsers ------------------------------------------------------------------ */
 
-/* shape_get_str - a string setting of at most max - 1 bytes into out */
-static int shape_get_str(struct shape_ld *ld, const config_setting_t *s, const char *key,
-                         char *out, size_t max)
-{
-    if (config_setting_type(s) != CONFIG_TYPE_STRING)
-        return shape_fail(ld, s, key, "must be a string");
-    const char *v = config_setting_get_string(s);
-    if (str_copy(out, max, v) < 0)
-        return shape_fail(ld, s, key, "longer than %zu characters", max - 1);
-    return 0;
-}
-
-/* shape_get_name - a name setting (see shape_name_ok) */
-static int shape_get_name(struct shape_ld *ld, const config_setting_t *s, const char *key,
+/* shape_get_name - a rule, source, pool or response name (see cfgfile_name_ok) */
+static int shape_get_name(struct cfgfile_ld *ld, const config_setting_t *s, const char *key,
                           char out[SHAPE_NAME_MAX])
 {
-    if (config_setting_type(s) != CONFIG_TYPE_STRING)
-        return shape_fail(ld, s, key, "must be a string");
-    const char *v = config_setting_get_string(s);
-    if (!shape_name_ok(v))
-        return shape_fail(ld, s, key, "\"%s\": a name is 1..%d of A-Z a-z 0-9 . _ -", v,
-                          SHAPE_NAME_MAX - 1);
+    const char *v = NULL;
+    if (cfgfile_get_str(ld, s, key, &v) < 0) return -1;
+    if (!cfgfile_name_ok(v, SHAPE_NAME_MAX))
+        return cfgfile_fail(ld, s, key, "\"%s\": a name is 1..%d of A-Z a-z 0-9 . _ -", v,
+                            SHAPE_NAME_MAX - 1);
     str_copy(out, SHAPE_NAME_MAX, v);
-    return 0;
-}
-
-/* shape_get_int - an integer setting within [min, max] */
-static int shape_get_int(struct shape_ld *ld, const config_setting_t *s, const char *key,
-                         long long min, long long max, long long *out)
-{
-    int t = config_setting_type(s);
-    if (t != CONFIG_TYPE_INT && t != CONFIG_TYPE_INT64)
-        return shape_fail(ld, s, key, "must be an integer");
-    long long v = config_setting_get_int64(s);
-    if (v < min || v > max) return shape_fail(ld, s, key, "%lld is not in %lld..%lld", v, min, max);
-    *out = v;
     return 0;
 }
 
@@ -339,29 +243,30 @@ static int shape_parse_duration_text(const char *text, const char **endp, int64_
  * shape_get_duration - a duration setting in seconds: an integer, or a string as
  * in shape_parse_duration_text; "" gives 0 when allow_empty.
  */
-static int shape_get_duration(struct shape_ld *ld, const config_setting_t *s, const char *key,
+static int shape_get_duration(struct cfgfile_ld *ld, const config_setting_t *s, const char *key,
                               bool allow_empty, int64_t *secs)
 {
     int t = config_setting_type(s);
     if (t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64) {
         long long v = config_setting_get_int64(s);
         if (v <= 0 || v > SHAPE_SECONDS_MAX)
-            return shape_fail(ld, s, key, "%lld seconds is not in 1..%d", v, SHAPE_SECONDS_MAX);
+            return cfgfile_fail(ld, s, key, "%lld seconds is not in 1..%d", v, SHAPE_SECONDS_MAX);
         *secs = v;
         return 0;
     }
     if (t != CONFIG_TYPE_STRING)
-        return shape_fail(ld, s, key, "must be a duration such as \"30s\", \"5m\", \"1h\", \"1d\"");
+        return cfgfile_fail(ld, s, key,
+                            "must be a duration such as \"30s\", \"5m\", \"1h\", \"1d\"");
     const char *v = config_setting_get_string(s);
     if (allow_empty && *v == '\0') {
         *secs = 0;
         return 0;
     }
     if (shape_parse_duration_text(v, NULL, secs) < 0)
-        return shape_fail(ld, s, key,
-                          "bad duration \"%.64s\": expected a positive N, Ns, Nm, Nh or Nd up to "
-                          "a year",
-                          v);
+        return cfgfile_fail(ld, s, key,
+                            "bad duration \"%.64s\": expected a positive N, Ns, Nm, Nh or Nd up to "
+                            "a year",
+                            v);
     return 0;
 }
 
@@ -401,26 +306,26 @@ static int shape_parse_rate(const char *text, double *rate, double *burst)
 }
 
 /* shape_get_rate - a rate setting (see shape_parse_rate) */
-static int shape_get_rate(struct shape_ld *ld, const config_setting_t *s, const char *key,
+static int shape_get_rate(struct cfgfile_ld *ld, const config_setting_t *s, const char *key,
                           double *rate, double *burst)
 {
     if (config_setting_type(s) != CONFIG_TYPE_STRING)
-        return shape_fail(ld, s, key, "must be a string such as \"100/m\"");
+        return cfgfile_fail(ld, s, key, "must be a string such as \"100/m\"");
     const char *v = config_setting_get_string(s);
     if (shape_parse_rate(v, rate, burst) < 0)
-        return shape_fail(ld, s, key,
-                          "bad rate \"%.64s\": expected \"\" (unlimited) or N/s, N/m, N/h, N/d "
-                          "with N from 1 to %lld",
-                          v, SHAPE_RATE_COUNT_MAX);
+        return cfgfile_fail(ld, s, key,
+                            "bad rate \"%.64s\": expected \"\" (unlimited) or N/s, N/m, N/h, N/d "
+                            "with N from 1 to %lld",
+                            v, SHAPE_RATE_COUNT_MAX);
     return 0;
 }
 
 /* shape_get_retry - "5m,10m,1h" (at most SHAPE_RETRY_MAX waits); "" = none */
-static int shape_get_retry(struct shape_ld *ld, const config_setting_t *s, const char *key,
+static int shape_get_retry(struct cfgfile_ld *ld, const config_setting_t *s, const char *key,
                            int64_t *out, int *count)
 {
     if (config_setting_type(s) != CONFIG_TYPE_STRING)
-        return shape_fail(ld, s, key, "must be a string such as \"5m,10m,1h\"");
+        return cfgfile_fail(ld, s, key, "must be a string such as \"5m,10m,1h\"");
     const char *v = config_setting_get_string(s);
     const char *p = v;
     *count = 0;
@@ -428,12 +333,12 @@ static int shape_get_retry(struct shape_ld *ld, const config_setting_t *s, const
         int64_t secs;
         const char *end;
         if (*count == SHAPE_RETRY_MAX)
-            return shape_fail(ld, s, key, "at most %d waits", SHAPE_RETRY_MAX);
+            return cfgfile_fail(ld, s, key, "at most %d waits", SHAPE_RETRY_MAX);
         if (shape_parse_duration_text(p, &end, &secs) < 0)
-            return shape_fail(ld, s, key,
-                              "bad retry schedule \"%.64s\": expected waits such as "
-                              "\"5m,10m,1h\", each up to a year",
-                              v);
+            return cfgfile_fail(ld, s, key,
+                                "bad retry schedule \"%.64s\": expected waits such as "
+                                "\"5m,10m,1h\", each up to a year",
+                                v);
         out[(*count)++] = secs;
         while (*end == ' ')
             end++;
@@ -442,12 +347,12 @@ static int shape_get_retry(struct shape_ld *ld, const config_setting_t *s, const
             while (*end == ' ')
                 end++;
             if (*end == '\0')
-                return shape_fail(ld, s, key, "bad retry schedule \"%.64s\": trailing comma", v);
+                return cfgfile_fail(ld, s, key, "bad retry schedule \"%.64s\": trailing comma", v);
         } else if (*end) {
-            return shape_fail(ld, s, key,
-                              "bad retry schedule \"%.64s\": expected waits such as "
-                              "\"5m,10m,1h\"",
-                              v);
+            return cfgfile_fail(ld, s, key,
+                                "bad retry schedule \"%.64s\": expected waits such as "
+                                "\"5m,10m,1h\"",
+                                v);
         }
         p = end;
     }
@@ -515,18 +420,18 @@ static const struct shape_int_key shape_int_keys[] = {
  * shape_layer_key - parse setting s into layer l if it is a limit key: 1 when it
  * was one, 0 when it is not a limit key, -1 (err set) when its value is bad.
  */
-static int shape_layer_key(struct shape_ld *ld, const config_setting_t *s, const char *pfx,
+static int shape_layer_key(struct cfgfile_ld *ld, const config_setting_t *s, const char *pfx,
                            struct shape_layer *l)
 {
     const char *name = config_setting_name(s);
     char key[160];
 
-    shape_key(key, sizeof key, pfx, name);
+    cfgfile_key(key, sizeof key, pfx, name);
     for (size_t i = 0; i < ARRAY_LEN(shape_int_keys); i++) {
         const struct shape_int_key *k = &shape_int_keys[i];
         long long v = 0;
         if (strcmp(name, k->name) != 0) continue;
-        if (shape_get_int(ld, s, key, k->min, k->max, &v) < 0) return -1;
+        if (cfgfile_get_int(ld, s, key, k->min, k->max, &v) < 0) return -1;
         if (k->bit == SHAPE_L_MSG_BURST)
             l->message_burst = (double)v;
         else if (k->bit == SHAPE_L_CONN_BURST)
@@ -613,11 +518,11 @@ static void shape_layer_apply(struct shape_limits *out, const struct shape_layer
 /* ---- the rules file ----------------------------------------------------------------- */
 
 /* shape_parse_defaults - the "defaults" group: limit keys only */
-static int shape_parse_defaults(struct shape_ld *ld, const config_setting_t *g,
+static int shape_parse_defaults(struct cfgfile_ld *ld, const config_setting_t *g,
                                 struct shape_rules *r)
 {
     if (config_setting_type(g) != CONFIG_TYPE_GROUP)
-        return shape_fail(ld, g, "defaults", "must be a group { ... }");
+        return cfgfile_fail(ld, g, "defaults", "must be a group { ... }");
     int n = config_setting_length(g);
     for (int i = 0; i < n; i++) {
         const config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
@@ -625,8 +530,8 @@ static int shape_parse_defaults(struct shape_ld *ld, const config_setting_t *g,
         if (rc < 0) return -1;
         if (rc == 0) {
             char key[160];
-            shape_key(key, sizeof key, "defaults", config_setting_name(s));
-            return shape_fail(ld, s, key, "unknown key");
+            cfgfile_key(key, sizeof key, "defaults", config_setting_name(s));
+            return cfgfile_fail(ld, s, key, "unknown key");
         }
     }
     return 0;
@@ -636,7 +541,7 @@ static int shape_parse_defaults(struct shape_ld *ld, const config_setting_t *g,
  * shape_parse_match_entry - "domain:NAME" (exact, or "*.NAME" for its
  * subdomains), "site:NAME" (exact) or "mx:GLOB" into e
  */
-static int shape_parse_match_entry(struct shape_ld *ld, const config_setting_t *s,
+static int shape_parse_match_entry(struct cfgfile_ld *ld, const config_setting_t *s,
                                    const char *key, struct shape_match_entry *e)
 {
     static const struct {
@@ -645,33 +550,33 @@ static int shape_parse_match_entry(struct shape_ld *ld, const config_setting_t *
     } kinds[] = {{"domain:", SHAPE_M_DOMAIN}, {"site:", SHAPE_M_SITE}, {"mx:", SHAPE_M_MX}};
 
     if (config_setting_type(s) != CONFIG_TYPE_STRING)
-        return shape_fail(ld, s, key, "must be a string such as \"domain:example.com\"");
+        return cfgfile_fail(ld, s, key, "must be a string such as \"domain:example.com\"");
     const char *v = config_setting_get_string(s);
     for (size_t k = 0; k < ARRAY_LEN(kinds); k++) {
         size_t plen = strlen(kinds[k].prefix);
         if (strncmp(v, kinds[k].prefix, plen) != 0) continue;
         const char *pat = v + plen;
         if (*pat == '\0' || !shape_printable(pat))
-            return shape_fail(ld, s, key, "\"%.64s\": empty or has spaces or control characters",
-                              v);
+            return cfgfile_fail(ld, s, key, "\"%.64s\": empty or has spaces or control characters",
+                                v);
         if (str_copy(e->pat, sizeof e->pat, pat) < 0)
-            return shape_fail(ld, s, key, "pattern longer than %d characters",
-                              SHAPE_PATTERN_MAX - 1);
+            return cfgfile_fail(ld, s, key, "pattern longer than %d characters",
+                                SHAPE_PATTERN_MAX - 1);
         e->kind = kinds[k].kind;
         if (e->kind == SHAPE_M_DOMAIN) {
             const char *rest = strncmp(pat, "*.", 2) == 0 ? pat + 2 : pat;
             if (*rest == '\0' || strpbrk(rest, "*?[]") != NULL)
-                return shape_fail(ld, s, key,
-                                  "\"%.64s\": a domain is exact, or \"*.\" and a domain", v);
+                return cfgfile_fail(ld, s, key,
+                                    "\"%.64s\": a domain is exact, or \"*.\" and a domain", v);
         }
         if (e->kind != SHAPE_M_SITE) str_lower(e->pat);
         return 0;
     }
-    return shape_fail(ld, s, key, "\"%.64s\": expected domain:NAME, site:NAME or mx:GLOB", v);
+    return cfgfile_fail(ld, s, key, "\"%.64s\": expected domain:NAME, site:NAME or mx:GLOB", v);
 }
 
 /* shape_parse_rule - one entry of "rules": name, match and limit keys */
-static int shape_parse_rule(struct shape_ld *ld, const config_setting_t *g, int idx,
+static int shape_parse_rule(struct cfgfile_ld *ld, const config_setting_t *g, int idx,
                             struct shape_rules *r)
 {
     struct shape_rule *rule = &r->rules[r->nrules];
@@ -680,16 +585,16 @@ static int shape_parse_rule(struct shape_ld *ld, const config_setting_t *g, int 
 
     snprintf(pfx, sizeof pfx, "rules[%d]", idx);
     if (config_setting_type(g) != CONFIG_TYPE_GROUP)
-        return shape_fail(ld, g, pfx, "must be a group { name = ...; match = [ ... ]; ... }");
+        return cfgfile_fail(ld, g, pfx, "must be a group { name = ...; match = [ ... ]; ... }");
     int n = config_setting_length(g);
     for (int i = 0; i < n; i++) {
         const config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
         const char *name = config_setting_name(s);
-        shape_key(key, sizeof key, pfx, name);
+        cfgfile_key(key, sizeof key, pfx, name);
         if (strcmp(name, "name") == 0) {
             if (shape_get_name(ld, s, key, rule->name) < 0) return -1;
             if (strcmp(rule->name, "default") == 0)
-                return shape_fail(ld, s, key, "\"default\" is reserved for no rule matched");
+                return cfgfile_fail(ld, s, key, "\"default\" is reserved for no rule matched");
             continue;
         }
         if (strcmp(name, "match") == 0) {
@@ -698,18 +603,20 @@ static int shape_parse_rule(struct shape_ld *ld, const config_setting_t *g, int 
         }
         int rc = shape_layer_key(ld, s, pfx, &rule->lim);
         if (rc < 0) return -1;
-        if (rc == 0) return shape_fail(ld, s, key, "unknown key");
+        if (rc == 0) return cfgfile_fail(ld, s, key, "unknown key");
     }
-    if (rule->name[0] == '\0') return shape_fail(ld, g, pfx, "missing name");
+    if (rule->name[0] == '\0') return cfgfile_fail(ld, g, pfx, "missing name");
     for (int i = 0; i < r->nrules; i++)
         if (strcmp(r->rules[i].name, rule->name) == 0)
-            return shape_fail(ld, g, pfx, "duplicate rule name \"%s\"", rule->name);
-    shape_key(key, sizeof key, pfx, "match");
-    if (match == NULL) return shape_fail(ld, g, key, "missing (a list such as [ \"mx:*.x.com\" ])");
-    if (!shape_is_seq(match) || config_setting_length(match) == 0)
-        return shape_fail(ld, match, key, "must be a non-empty list of strings");
+            return cfgfile_fail(ld, g, pfx, "duplicate rule name \"%s\"", rule->name);
+    cfgfile_key(key, sizeof key, pfx, "match");
+    if (match == NULL)
+        return cfgfile_fail(ld, g, key, "missing (a list such as [ \"mx:*.x.com\" ])");
+    if (!cfgfile_is_seq(match) || config_setting_length(match) == 0)
+        return cfgfile_fail(ld, match, key, "must be a non-empty list of strings");
     int nm = config_setting_length(match);
-    if (nm > SHAPE_MAX_MATCH) return shape_fail(ld, match, key, "more than %d entries", SHAPE_MAX_MATCH);
+    if (nm > SHAPE_MAX_MATCH)
+        return cfgfile_fail(ld, match, key, "more than %d entries", SHAPE_MAX_MATCH);
     rule->match = xcalloc((size_t)nm, sizeof(*rule->match));
     r->nrules++; /* owns rule->match from here on, for shape_rules_free */
     for (int i = 0; i < nm; i++) {
@@ -723,13 +630,14 @@ static int shape_parse_rule(struct shape_ld *ld, const config_setting_t *g, int 
 }
 
 /* shape_parse_warmup_daily - a source's list of daily caps */
-static int shape_parse_warmup_daily(struct shape_ld *ld, const config_setting_t *s,
+static int shape_parse_warmup_daily(struct cfgfile_ld *ld, const config_setting_t *s,
                                     const char *key, struct shape_source *src)
 {
-    if (!shape_is_seq(s) || config_setting_length(s) == 0)
-        return shape_fail(ld, s, key, "must be a non-empty list of integers");
+    if (!cfgfile_is_seq(s) || config_setting_length(s) == 0)
+        return cfgfile_fail(ld, s, key, "must be a non-empty list of integers");
     int n = config_setting_length(s);
-    if (n > SHAPE_MAX_WARMUP) return shape_fail(ld, s, key, "more than %d days", SHAPE_MAX_WARMUP);
+    if (n > SHAPE_MAX_WARMUP)
+        return cfgfile_fail(ld, s, key, "more than %d days", SHAPE_MAX_WARMUP);
     free(src->warmup_daily);
     src->warmup_daily = xcalloc((size_t)n, sizeof(*src->warmup_daily));
     src->nwarmup = 0;
@@ -738,14 +646,14 @@ static int shape_parse_warmup_daily(struct shape_ld *ld, const config_setting_t 
         char ekey[192];
         long long v = 0;
         snprintf(ekey, sizeof ekey, "%s[%d]", key, i);
-        if (shape_get_int(ld, e, ekey, 1, SHAPE_DAILY_MAX, &v) < 0) return -1;
+        if (cfgfile_get_int(ld, e, ekey, 1, SHAPE_DAILY_MAX, &v) < 0) return -1;
         src->warmup_daily[src->nwarmup++] = v;
     }
     return 0;
 }
 
 /* shape_parse_source - one entry of "sources" */
-static int shape_parse_source(struct shape_ld *ld, const config_setting_t *g, int idx,
+static int shape_parse_source(struct cfgfile_ld *ld, const config_setting_t *g, int idx,
                               struct shape_rules *r)
 {
     struct shape_source *src = &r->sources[r->nsources++]; /* zeroed; freed with r */
@@ -754,61 +662,63 @@ static int shape_parse_source(struct shape_ld *ld, const config_setting_t *g, in
 
     snprintf(pfx, sizeof pfx, "sources[%d]", idx);
     if (config_setting_type(g) != CONFIG_TYPE_GROUP)
-        return shape_fail(ld, g, pfx, "must be a group { name = ...; address = ...; }");
+        return cfgfile_fail(ld, g, pfx, "must be a group { name = ...; address = ...; }");
     int n = config_setting_length(g);
     for (int i = 0; i < n; i++) {
         const config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
         const char *name = config_setting_name(s);
-        shape_key(key, sizeof key, pfx, name);
+        cfgfile_key(key, sizeof key, pfx, name);
         if (strcmp(name, "name") == 0) {
             if (shape_get_name(ld, s, key, src->name) < 0) return -1;
         } else if (strcmp(name, "address") == 0) {
             unsigned char bin[16];
-            if (shape_get_str(ld, s, key, src->address, sizeof src->address) < 0) return -1;
+            if (cfgfile_copy_str(ld, s, key, src->address, sizeof src->address) < 0) return -1;
             if (src->address[0] && inet_pton(AF_INET, src->address, bin) != 1 &&
                 inet_pton(AF_INET6, src->address, bin) != 1)
-                return shape_fail(ld, s, key, "\"%s\" is not an IPv4 or IPv6 address",
-                                  src->address);
+                return cfgfile_fail(ld, s, key, "\"%s\" is not an IPv4 or IPv6 address",
+                                    src->address);
         } else if (strcmp(name, "ehlo") == 0) {
-            if (shape_get_str(ld, s, key, src->ehlo, sizeof src->ehlo) < 0) return -1;
+            if (cfgfile_copy_str(ld, s, key, src->ehlo, sizeof src->ehlo) < 0) return -1;
             if (!shape_printable(src->ehlo))
-                return shape_fail(ld, s, key, "has spaces or control characters");
+                return cfgfile_fail(ld, s, key, "has spaces or control characters");
         } else if (strcmp(name, "warmup_start") == 0) {
             start = s;
             if (config_setting_type(s) != CONFIG_TYPE_STRING ||
                 shape_parse_date(config_setting_get_string(s), &src->warmup_start_ms) < 0)
-                return shape_fail(ld, s, key, "must be a date \"YYYY-MM-DD\" (UTC, year >= 2000)");
+                return cfgfile_fail(ld, s, key,
+                                    "must be a date \"YYYY-MM-DD\" (UTC, year >= 2000)");
         } else if (strcmp(name, "warmup_daily") == 0) {
             daily = s;
             if (shape_parse_warmup_daily(ld, s, key, src) < 0) return -1;
         } else {
-            return shape_fail(ld, s, key, "unknown key");
+            return cfgfile_fail(ld, s, key, "unknown key");
         }
     }
-    if (src->name[0] == '\0') return shape_fail(ld, g, pfx, "missing name");
+    if (src->name[0] == '\0') return cfgfile_fail(ld, g, pfx, "missing name");
     for (int i = 0; i < r->nsources - 1; i++)
         if (strcmp(r->sources[i].name, src->name) == 0)
-            return shape_fail(ld, g, pfx, "duplicate source name \"%s\"", src->name);
+            return cfgfile_fail(ld, g, pfx, "duplicate source name \"%s\"", src->name);
     if ((start == NULL) != (daily == NULL))
-        return shape_fail(ld, start ? start : daily,
-                          shape_key(key, sizeof key, pfx, start ? "warmup_start" : "warmup_daily"),
-                          "warmup_start and warmup_daily go together");
+        return cfgfile_fail(
+            ld, start ? start : daily,
+            cfgfile_key(key, sizeof key, pfx, start ? "warmup_start" : "warmup_daily"),
+            "warmup_start and warmup_daily go together");
     return 0;
 }
 
 /* shape_parse_member - "name" or "name:weight" of a pool into m */
-static int shape_parse_member(struct shape_ld *ld, const config_setting_t *s, const char *key,
+static int shape_parse_member(struct cfgfile_ld *ld, const config_setting_t *s, const char *key,
                               const struct shape_rules *r, struct shape_pool_member *m)
 {
     char name[SHAPE_NAME_MAX];
 
     if (config_setting_type(s) != CONFIG_TYPE_STRING)
-        return shape_fail(ld, s, key, "must be a string \"source\" or \"source:weight\"");
+        return cfgfile_fail(ld, s, key, "must be a string \"source\" or \"source:weight\"");
     const char *v = config_setting_get_string(s);
     const char *colon = strchr(v, ':');
     size_t len = colon ? (size_t)(colon - v) : strlen(v);
     if (len == 0 || len >= sizeof name)
-        return shape_fail(ld, s, key, "\"%.64s\": bad source name", v);
+        return cfgfile_fail(ld, s, key, "\"%.64s\": bad source name", v);
     memcpy(name, v, len);
     name[len] = '\0';
     m->weight = 1;
@@ -822,17 +732,17 @@ static int shape_parse_member(struct shape_ld *ld, const config_setting_t *s, co
             digits++;
         }
         if (digits == 0 || *p != '\0' || w < 1 || w > SHAPE_WEIGHT_MAX)
-            return shape_fail(ld, s, key, "\"%.64s\": the weight must be 1..%d", v,
-                              SHAPE_WEIGHT_MAX);
+            return cfgfile_fail(ld, s, key, "\"%.64s\": the weight must be 1..%d", v,
+                                SHAPE_WEIGHT_MAX);
         m->weight = (int)w;
     }
     m->source = shape_source_find(r, name);
-    if (m->source < 0) return shape_fail(ld, s, key, "unknown source \"%s\"", name);
+    if (m->source < 0) return cfgfile_fail(ld, s, key, "unknown source \"%s\"", name);
     return 0;
 }
 
 /* shape_parse_pool - one entry of "pools" */
-static int shape_parse_pool(struct shape_ld *ld, const config_setting_t *g, int idx,
+static int shape_parse_pool(struct cfgfile_ld *ld, const config_setting_t *g, int idx,
                             struct shape_rules *r)
 {
     struct shape_pool *pool = &r->pools[r->npools++]; /* zeroed; freed with r */
@@ -841,31 +751,31 @@ static int shape_parse_pool(struct shape_ld *ld, const config_setting_t *g, int 
 
     snprintf(pfx, sizeof pfx, "pools[%d]", idx);
     if (config_setting_type(g) != CONFIG_TYPE_GROUP)
-        return shape_fail(ld, g, pfx, "must be a group { name = ...; sources = [ ... ]; }");
+        return cfgfile_fail(ld, g, pfx, "must be a group { name = ...; sources = [ ... ]; }");
     int n = config_setting_length(g);
     for (int i = 0; i < n; i++) {
         const config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
         const char *name = config_setting_name(s);
-        shape_key(key, sizeof key, pfx, name);
+        cfgfile_key(key, sizeof key, pfx, name);
         if (strcmp(name, "name") == 0) {
             if (shape_get_name(ld, s, key, pool->name) < 0) return -1;
         } else if (strcmp(name, "sources") == 0) {
             list = s;
         } else {
-            return shape_fail(ld, s, key, "unknown key");
+            return cfgfile_fail(ld, s, key, "unknown key");
         }
     }
-    if (pool->name[0] == '\0') return shape_fail(ld, g, pfx, "missing name");
+    if (pool->name[0] == '\0') return cfgfile_fail(ld, g, pfx, "missing name");
     for (int i = 0; i < r->npools - 1; i++)
         if (strcmp(r->pools[i].name, pool->name) == 0)
-            return shape_fail(ld, g, pfx, "duplicate pool name \"%s\"", pool->name);
-    shape_key(key, sizeof key, pfx, "sources");
-    if (list == NULL) return shape_fail(ld, g, key, "missing (a list of source names)");
-    if (!shape_is_seq(list) || config_setting_length(list) == 0)
-        return shape_fail(ld, list, key, "must be a non-empty list of strings");
+            return cfgfile_fail(ld, g, pfx, "duplicate pool name \"%s\"", pool->name);
+    cfgfile_key(key, sizeof key, pfx, "sources");
+    if (list == NULL) return cfgfile_fail(ld, g, key, "missing (a list of source names)");
+    if (!cfgfile_is_seq(list) || config_setting_length(list) == 0)
+        return cfgfile_fail(ld, list, key, "must be a non-empty list of strings");
     int nm = config_setting_length(list);
     if (nm > r->nsources)
-        return shape_fail(ld, list, key, "more members than sources (%d)", r->nsources);
+        return cfgfile_fail(ld, list, key, "more members than sources (%d)", r->nsources);
     pool->members = xcalloc((size_t)nm, sizeof(*pool->members));
     for (int i = 0; i < nm; i++) {
         const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
@@ -875,15 +785,15 @@ static int shape_parse_pool(struct shape_ld *ld, const config_setting_t *g, int 
         if (shape_parse_member(ld, e, ekey, r, m) < 0) return -1;
         for (int k = 0; k < pool->nmembers; k++)
             if (pool->members[k].source == m->source)
-                return shape_fail(ld, e, ekey, "source \"%s\" listed twice",
-                                  r->sources[m->source].name);
+                return cfgfile_fail(ld, e, ekey, "source \"%s\" listed twice",
+                                    r->sources[m->source].name);
         pool->nmembers++;
     }
     return 0;
 }
 
 /* shape_parse_select - one entry of "select" */
-static int shape_parse_select(struct shape_ld *ld, const config_setting_t *g, int idx,
+static int shape_parse_select(struct cfgfile_ld *ld, const config_setting_t *g, int idx,
                               struct shape_rules *r)
 {
     struct shape_select *sel = &r->select[r->nselect++];
@@ -892,13 +802,13 @@ static int shape_parse_select(struct shape_ld *ld, const config_setting_t *g, in
 
     snprintf(pfx, sizeof pfx, "select[%d]", idx);
     if (config_setting_type(g) != CONFIG_TYPE_GROUP)
-        return shape_fail(ld, g, pfx, "must be a group { campaign = ...; pool = ...; }");
+        return cfgfile_fail(ld, g, pfx, "must be a group { campaign = ...; pool = ...; }");
     int n = config_setting_length(g);
     for (int i = 0; i < n; i++) {
         const config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
         const char *name = config_setting_name(s);
         char *field = NULL;
-        shape_key(key, sizeof key, pfx, name);
+        cfgfile_key(key, sizeof key, pfx, name);
         if (strcmp(name, "campaign") == 0) {
             field = sel->campaign;
         } else if (strcmp(name, "sender_domain") == 0) {
@@ -907,21 +817,21 @@ static int shape_parse_select(struct shape_ld *ld, const config_setting_t *g, in
             pool = s;
             continue;
         } else {
-            return shape_fail(ld, s, key, "unknown key");
+            return cfgfile_fail(ld, s, key, "unknown key");
         }
-        if (shape_get_str(ld, s, key, field, SHAPE_PATTERN_MAX) < 0) return -1;
+        if (cfgfile_copy_str(ld, s, key, field, SHAPE_PATTERN_MAX) < 0) return -1;
         if (field[0] == '\0' || !shape_printable(field))
-            return shape_fail(ld, s, key, "must be a non-empty glob without spaces");
+            return cfgfile_fail(ld, s, key, "must be a non-empty glob without spaces");
     }
     if (sel->campaign[0] == '\0' && sel->sender_domain[0] == '\0')
-        return shape_fail(ld, g, pfx, "needs campaign or sender_domain (or both)");
-    shape_key(key, sizeof key, pfx, "pool");
-    if (pool == NULL) return shape_fail(ld, g, key, "missing");
+        return cfgfile_fail(ld, g, pfx, "needs campaign or sender_domain (or both)");
+    cfgfile_key(key, sizeof key, pfx, "pool");
+    if (pool == NULL) return cfgfile_fail(ld, g, key, "missing");
     if (config_setting_type(pool) != CONFIG_TYPE_STRING)
-        return shape_fail(ld, pool, key, "must be a string");
+        return cfgfile_fail(ld, pool, key, "must be a string");
     const char *pname = config_setting_get_string(pool);
     const struct shape_pool *p = shape_pool_find(r, pname);
-    if (p == NULL) return shape_fail(ld, pool, key, "unknown pool \"%.64s\"", pname);
+    if (p == NULL) return cfgfile_fail(ld, pool, key, "unknown pool \"%.64s\"", pname);
     sel->pool = (int)(p - r->pools);
     return 0;
 }
@@ -956,7 +866,7 @@ static bool shape_enh_ok(const char *s)
 }
 
 /* shape_parse_response - one entry of "responses" */
-static int shape_parse_response(struct shape_ld *ld, const config_setting_t *g, int idx,
+static int shape_parse_response(struct cfgfile_ld *ld, const config_setting_t *g, int idx,
                                 struct shape_rules *r)
 {
     struct shape_resp_rule *rr = &r->responses[r->nresponses];
@@ -968,27 +878,27 @@ static int shape_parse_response(struct shape_ld *ld, const config_setting_t *g, 
 
     snprintf(pfx, sizeof pfx, "responses[%d]", idx);
     if (config_setting_type(g) != CONFIG_TYPE_GROUP)
-        return shape_fail(ld, g, pfx, "must be a group { name = ...; action = ...; }");
+        return cfgfile_fail(ld, g, pfx, "must be a group { name = ...; action = ...; }");
     int n = config_setting_length(g);
     for (int i = 0; i < n; i++) {
         const config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
         const char *name = config_setting_name(s);
-        shape_key(key, sizeof key, pfx, name);
+        cfgfile_key(key, sizeof key, pfx, name);
         if (strcmp(name, "name") == 0) {
             if (shape_get_name(ld, s, key, resp->rule) < 0) return -1;
         } else if (strcmp(name, "code") == 0) {
             long long v = 0;
-            if (shape_get_int(ld, s, key, 0, 599, &v) < 0) return -1;
+            if (cfgfile_get_int(ld, s, key, 0, 599, &v) < 0) return -1;
             if (v != 0 && v < 400)
-                return shape_fail(ld, s, key, "%lld: must be 0 (any) or a 4xx/5xx code", v);
+                return cfgfile_fail(ld, s, key, "%lld: must be 0 (any) or a 4xx/5xx code", v);
             rr->code = (int)v;
         } else if (strcmp(name, "enh") == 0) {
-            if (shape_get_str(ld, s, key, rr->enh, sizeof rr->enh) < 0) return -1;
+            if (cfgfile_copy_str(ld, s, key, rr->enh, sizeof rr->enh) < 0) return -1;
             if (!shape_enh_ok(rr->enh))
-                return shape_fail(ld, s, key, "\"%s\": expected a status prefix such as \"4.7\"",
-                                  rr->enh);
+                return cfgfile_fail(ld, s, key, "\"%s\": expected a status prefix such as \"4.7\"",
+                                    rr->enh);
         } else if (strcmp(name, "text") == 0) {
-            if (shape_get_str(ld, s, key, text, sizeof text) < 0) return -1;
+            if (cfgfile_copy_str(ld, s, key, text, sizeof text) < 0) return -1;
             text_s = s;
         } else if (strcmp(name, "action") == 0) {
             action = s;
@@ -999,58 +909,59 @@ static int shape_parse_response(struct shape_ld *ld, const config_setting_t *g, 
         } else if (strcmp(name, "max_connections") == 0) {
             conn = s;
         } else {
-            return shape_fail(ld, s, key, "unknown key");
+            return cfgfile_fail(ld, s, key, "unknown key");
         }
     }
-    if (resp->rule[0] == '\0') return shape_fail(ld, g, pfx, "missing name");
+    if (resp->rule[0] == '\0') return cfgfile_fail(ld, g, pfx, "missing name");
     for (int i = 0; i < r->nresponses; i++)
         if (strcmp(r->responses[i].resp.rule, resp->rule) == 0)
-            return shape_fail(ld, g, pfx, "duplicate response rule name \"%s\"", resp->rule);
+            return cfgfile_fail(ld, g, pfx, "duplicate response rule name \"%s\"", resp->rule);
 
-    shape_key(key, sizeof key, pfx, "action");
-    if (action == NULL) return shape_fail(ld, g, key, "missing (none, suspend, backoff, bounce)");
+    cfgfile_key(key, sizeof key, pfx, "action");
+    if (action == NULL) return cfgfile_fail(ld, g, key, "missing (none, suspend, backoff, bounce)");
     int a = config_setting_type(action) == CONFIG_TYPE_STRING
                 ? shape_action_parse(config_setting_get_string(action))
                 : -1;
-    if (a < 0) return shape_fail(ld, action, key, "must be none, suspend, backoff or bounce");
+    if (a < 0) return cfgfile_fail(ld, action, key, "must be none, suspend, backoff or bounce");
     resp->action = (enum SHAPE_ACTION)a;
     bool timed = resp->action == SHAPE_ACT_SUSPEND || resp->action == SHAPE_ACT_BACKOFF;
 
-    shape_key(key, sizeof key, pfx, "duration");
-    if (timed && duration == NULL) return shape_fail(ld, g, key, "missing (%s needs one)",
-                                                     shape_action_str(resp->action));
+    cfgfile_key(key, sizeof key, pfx, "duration");
+    if (timed && duration == NULL)
+        return cfgfile_fail(ld, g, key, "missing (%s needs one)", shape_action_str(resp->action));
     if (!timed && duration != NULL)
-        return shape_fail(ld, duration, key, "only suspend and backoff take a duration");
+        return cfgfile_fail(ld, duration, key, "only suspend and backoff take a duration");
     if (duration) {
         int64_t secs;
         if (shape_get_duration(ld, duration, key, false, &secs) < 0) return -1;
         resp->duration_ms = secs * 1000;
     }
     if (resp->action != SHAPE_ACT_BACKOFF && (rate || conn))
-        return shape_fail(ld, rate ? rate : conn,
-                          shape_key(key, sizeof key, pfx, rate ? "message_rate" : "max_connections"),
-                          "only backoff takes message_rate and max_connections");
+        return cfgfile_fail(
+            ld, rate ? rate : conn,
+            cfgfile_key(key, sizeof key, pfx, rate ? "message_rate" : "max_connections"),
+            "only backoff takes message_rate and max_connections");
     if (rate) {
         double burst;
-        shape_key(key, sizeof key, pfx, "message_rate");
+        cfgfile_key(key, sizeof key, pfx, "message_rate");
         if (shape_get_rate(ld, rate, key, &resp->rate, &burst) < 0) return -1;
     }
     if (conn) {
         long long v = 0;
-        shape_key(key, sizeof key, pfx, "max_connections");
-        if (shape_get_int(ld, conn, key, 1, SHAPE_CONN_MAX, &v) < 0) return -1;
+        cfgfile_key(key, sizeof key, pfx, "max_connections");
+        if (cfgfile_get_int(ld, conn, key, 1, SHAPE_CONN_MAX, &v) < 0) return -1;
         resp->max_connections = (int)v;
     }
     if (resp->action == SHAPE_ACT_BACKOFF && resp->rate == 0 && resp->max_connections == 0)
-        return shape_fail(ld, g, pfx, "backoff needs message_rate or max_connections");
+        return cfgfile_fail(ld, g, pfx, "backoff needs message_rate or max_connections");
 
     if (text[0]) {
-        shape_key(key, sizeof key, pfx, "text");
+        cfgfile_key(key, sizeof key, pfx, "text");
         int rc = regcomp(&rr->re, text, REG_EXTENDED | REG_ICASE | REG_NOSUB);
         if (rc != 0) {
             char why[128];
             regerror(rc, &rr->re, why, sizeof why);
-            return shape_fail(ld, text_s, key, "bad regular expression \"%.64s\": %s", text, why);
+            return cfgfile_fail(ld, text_s, key, "bad regular expression \"%.64s\": %s", text, why);
         }
         rr->has_re = true;
     }
@@ -1058,23 +969,10 @@ static int shape_parse_response(struct shape_ld *ld, const config_setting_t *g, 
     return 0;
 }
 
-/*
- * shape_list_len - the number of entries of the list setting s (at most max), -1
- * (err set) when it is not a list or too long
- */
-static int shape_list_len(struct shape_ld *ld, const config_setting_t *s, const char *name,
-                          int max)
-{
-    if (!shape_is_list(s)) return shape_fail(ld, s, name, "must be a list ( { ... }, ... )");
-    int n = config_setting_length(s);
-    if (n > max) return shape_fail(ld, s, name, "more than %d entries", max);
-    return n;
-}
-
 /* shape_parse_each - run parse on each of the n entries of list s */
-static int shape_parse_each(struct shape_ld *ld, const config_setting_t *s, int n,
+static int shape_parse_each(struct cfgfile_ld *ld, const config_setting_t *s, int n,
                             struct shape_rules *r,
-                            int (*parse)(struct shape_ld *, const config_setting_t *, int,
+                            int (*parse)(struct cfgfile_ld *, const config_setting_t *, int,
                                          struct shape_rules *))
 {
     for (int i = 0; i < n; i++)
@@ -1107,20 +1005,13 @@ static void shape_default_pool(struct shape_rules *r)
  * sections in dependency order (sources before pools before select) whatever
  * their order in the file.
  */
-static int shape_load_root(struct shape_ld *ld, const config_setting_t *root,
+static int shape_load_root(struct cfgfile_ld *ld, const config_setting_t *root,
                            struct shape_rules *r)
 {
     static const char *const known[] = {"recovery_step", "defaults", "rules", "sources",
                                         "pools",         "select",   "responses"};
-    int n = config_setting_length(root);
-    for (int i = 0; i < n; i++) {
-        const config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
-        const char *name = config_setting_name(s);
-        bool ok = false;
-        for (size_t k = 0; k < ARRAY_LEN(known) && !ok; k++)
-            ok = strcmp(name, known[k]) == 0;
-        if (!ok) return shape_fail(ld, s, name, "unknown key");
-    }
+    int n;
+    if (cfgfile_known_keys(ld, root, known, ARRAY_LEN(known)) < 0) return -1;
 
     const config_setting_t *s;
     if ((s = config_setting_get_member(root, "recovery_step")) != NULL) {
@@ -1132,36 +1023,36 @@ static int shape_load_root(struct shape_ld *ld, const config_setting_t *root,
         shape_parse_defaults(ld, s, r) < 0)
         return -1;
     if ((s = config_setting_get_member(root, "rules")) != NULL) {
-        if ((n = shape_list_len(ld, s, "rules", SHAPE_MAX_RULES)) < 0) return -1;
+        if ((n = cfgfile_list_len(ld, s, "rules", SHAPE_MAX_RULES)) < 0) return -1;
         r->rules = xcalloc(n > 0 ? (size_t)n : 1, sizeof(*r->rules));
         if (shape_parse_each(ld, s, n, r, shape_parse_rule) < 0) return -1;
     }
     if ((s = config_setting_get_member(root, "sources")) != NULL) {
-        if ((n = shape_list_len(ld, s, "sources", SHAPE_MAX_SOURCES)) < 0) return -1;
-        if (n == 0) return shape_fail(ld, s, "sources", "must list at least one source");
+        if ((n = cfgfile_list_len(ld, s, "sources", SHAPE_MAX_SOURCES)) < 0) return -1;
+        if (n == 0) return cfgfile_fail(ld, s, "sources", "must list at least one source");
         r->sources = xcalloc((size_t)n, sizeof(*r->sources));
         if (shape_parse_each(ld, s, n, r, shape_parse_source) < 0) return -1;
     } else {
         shape_default_source(r);
     }
     if ((s = config_setting_get_member(root, "pools")) != NULL) {
-        if ((n = shape_list_len(ld, s, "pools", SHAPE_MAX_POOLS)) < 0) return -1;
+        if ((n = cfgfile_list_len(ld, s, "pools", SHAPE_MAX_POOLS)) < 0) return -1;
         r->pools = xcalloc(n > 0 ? (size_t)n : 1, sizeof(*r->pools));
         if (shape_parse_each(ld, s, n, r, shape_parse_pool) < 0) return -1;
         const struct shape_pool *d = shape_pool_find(r, "default");
-        if (d == NULL) return shape_fail(ld, s, "pools", "no pool named \"default\"");
+        if (d == NULL) return cfgfile_fail(ld, s, "pools", "no pool named \"default\"");
         r->default_pool = (int)(d - r->pools);
     } else {
         shape_default_pool(r);
         r->default_pool = 0;
     }
     if ((s = config_setting_get_member(root, "select")) != NULL) {
-        if ((n = shape_list_len(ld, s, "select", SHAPE_MAX_SELECT)) < 0) return -1;
+        if ((n = cfgfile_list_len(ld, s, "select", SHAPE_MAX_SELECT)) < 0) return -1;
         r->select = xcalloc(n > 0 ? (size_t)n : 1, sizeof(*r->select));
         if (shape_parse_each(ld, s, n, r, shape_parse_select) < 0) return -1;
     }
     if ((s = config_setting_get_member(root, "responses")) != NULL) {
-        if ((n = shape_list_len(ld, s, "responses", SHAPE_MAX_RESPONSES)) < 0) return -1;
+        if ((n = cfgfile_list_len(ld, s, "responses", SHAPE_MAX_RESPONSES)) < 0) return -1;
         r->responses = xcalloc(n > 0 ? (size_t)n : 1, sizeof(*r->responses));
         if (shape_parse_each(ld, s, n, r, shape_parse_response) < 0) return -1;
     }
@@ -1171,7 +1062,7 @@ static int shape_load_root(struct shape_ld *ld, const config_setting_t *root,
 struct shape_rules *shape_rules_load(const char *path, char *err, size_t errlen)
 {
     struct shape_rules *r = xcalloc(1, sizeof(*r));
-    struct shape_ld ld = {.path = path, .err = err, .errlen = errlen};
+    struct cfgfile_ld ld = {.path = path, .err = err, .errlen = errlen};
     config_t cfg;
 
     r->recovery_step_ms = SHAPE_DEF_RECOVERY_STEP * 1000;
@@ -1180,18 +1071,7 @@ struct shape_rules *shape_rules_load(const char *path, char *err, size_t errlen)
         shape_default_pool(r);
         return r;
     }
-    if (access(path, R_OK) < 0) {
-        if (err && errlen) snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-        shape_rules_free(r);
-        return NULL;
-    }
-    config_init(&cfg);
-    if (config_read_file(&cfg, path) != CONFIG_TRUE) {
-        const char *f = config_error_file(&cfg);
-        if (err && errlen)
-            snprintf(err, errlen, "%s:%d: syntax error: %s", f ? f : path,
-                     config_error_line(&cfg), config_error_text(&cfg));
-        config_destroy(&cfg);
+    if (cfgfile_read(&cfg, path, err, errlen) < 0) {
         shape_rules_free(r);
         return NULL;
     }

@@ -1049,6 +1049,10 @@ static int smtpc_send_queue(struct smtpc *c, struct smtpc_txn *t)
         smtpc_local_fail(c, t, 553, "5.1.7", "sender address contains a line break (local)");
         return 0;
     }
+    if (t->refuse_code) {
+        smtpc_local_fail(c, t, t->refuse_code, t->refuse_enh, t->refuse_text);
+        return 0;
+    }
     if (t->smtputf8 && !c->ext_smtputf8) {
         smtpc_local_fail(c, t, 553, "5.6.7",
                          "SMTPUTF8 required but not offered by the server (local)");

@@ -99,6 +99,12 @@ struct smtpc_txn {
     size_t content_len;
     bool body_8bit;
     bool smtputf8;
+    /* set by the caller when the message cannot go to this server as it is (e.g.
+     * 8-bit text, no 8BITMIME, conversion refused): the transaction fails at once,
+     * locally, with this reply (refuse_code 0 = send normally) */
+    int refuse_code;
+    char refuse_enh[8];
+    char refuse_text[200];
 
     /* results */
     struct smtpc_reply mail_reply;

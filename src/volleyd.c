@@ -157,9 +157,7 @@ int main(int argc, char **argv)
     if (check) {
         /* the shaping rules are part of the configuration: a typo there must fail
          * the check, not the next start or SIGHUP */
-        struct engine_rules *rules = engine_rules_load(conf->shaping_rules_file,
-                                                       conf->feedback_classify_rules, err,
-                                                       sizeof err);
+        struct engine_rules *rules = engine_rules_load(conf, err, sizeof err);
         if (!rules) {
             fprintf(stderr, "volleyd: %s\n", err);
             conf_free(conf);

@@ -563,14 +563,59 @@ static int64_t vctl_fb_expires_opt(const struct vctl_fb_opts *o)
     return t;
 }
 
+/*
+ * vctl_fb_send_targets - the body of `suppress add` and `suppress remove`: every
+ * positional ADDRESS|@DOMAIN of o, with the other fields of *e, is checked before
+ * the first request goes out (a typo in the tenth argument sends nothing), then
+ * they go to the daemon as cmd batches.  what names the command in usage errors;
+ * full puts reason, source and expiry into the entries.  Returns the exit code;
+ * *b holds the daemon's counts either way (all 0 when nothing was sent), its
+ * entries already freed.  o->pos stays the caller's.
+ */
+static int vctl_fb_send_targets(const char *what, const char *cmd, int full, int purge,
+                                const struct vctl_fb_opts *o, struct vctl_fb_entry *e,
+                                const char *socket_opt, const char *config, struct vctl_fb_batch *b)
+{
+    char why[300];
+    int rc = VCTL_FB_EXIT_OK;
+
+    memset(b, 0, sizeof *b);
+    json_t **ents = xcalloc((size_t)o->npos, sizeof *ents);
+    for (int i = 0; i < o->npos; i++) {
+        if (vctl_fb_target(o->pos[i], e->address, why, sizeof why) < 0 ||
+            vctl_fb_entry_check(e, why, sizeof why) < 0)
+            vctl_usage_error("%s: %s", what, why);
+        ents[i] = vctl_fb_entry_json(e, full);
+        if (!ents[i]) vctl_usage_error("%s: an argument is not valid UTF-8", what);
+    }
+    char *sock = vctl_socket_path(socket_opt, config);
+    if (!sock) {
+        for (int i = 0; i < o->npos; i++)
+            json_decref(ents[i]);
+        free(ents);
+        return VCTL_FB_EXIT_FAIL;
+    }
+    vctl_fb_batch_init(b, sock, cmd, purge);
+    for (int i = 0; i < o->npos; i++) {
+        if (rc == VCTL_FB_EXIT_OK && vctl_fb_batch_add(b, ents[i]) < 0)
+            rc = VCTL_FB_EXIT_FAIL;
+        else if (rc != VCTL_FB_EXIT_OK)
+            json_decref(ents[i]);
+    }
+    if (rc == VCTL_FB_EXIT_OK && vctl_fb_batch_flush(b) < 0) rc = VCTL_FB_EXIT_FAIL;
+    vctl_fb_batch_free(b);
+    b->sock = NULL; /* freed below; only the counts outlive this call */
+    free(ents);
+    free(sock);
+    return rc;
+}
+
 /* vctl_fb_suppress_add - `suppress add ADDRESS|@DOMAIN...` */
 static int vctl_fb_suppress_add(int argc, char **argv, const char *socket_opt, const char *config)
 {
     struct vctl_fb_opts o;
     struct vctl_fb_entry e;
     struct vctl_fb_batch b;
-    char why[300];
-    int rc = VCTL_FB_EXIT_OK;
 
     vctl_fb_parse("suppress add",
                   VCTL_FB_O_SCOPE | VCTL_FB_O_REASON | VCTL_FB_O_EXPIRES | VCTL_FB_O_SOURCE |
@@ -582,39 +627,13 @@ static int vctl_fb_suppress_add(int argc, char **argv, const char *socket_opt, c
     e.reason = o.reason;
     e.source = o.source;
     e.expires = vctl_fb_expires_opt(&o);
-    json_t **ents = xcalloc((size_t)o.npos, sizeof *ents);
-    /* every argument is checked before the first request goes out */
-    for (int i = 0; i < o.npos; i++) {
-        if (vctl_fb_target(o.pos[i], e.address, why, sizeof why) < 0 ||
-            vctl_fb_entry_check(&e, why, sizeof why) < 0)
-            vctl_usage_error("suppress add: %s", why);
-        ents[i] = vctl_fb_entry_json(&e, 1);
-        if (!ents[i]) vctl_usage_error("suppress add: an argument is not valid UTF-8");
-    }
-    char *sock = vctl_socket_path(socket_opt, config);
-    if (!sock) {
-        for (int i = 0; i < o.npos; i++)
-            json_decref(ents[i]);
-        free(ents);
-        free(o.pos);
-        return VCTL_FB_EXIT_FAIL;
-    }
-    vctl_fb_batch_init(&b, sock, "suppress_add", !o.no_purge);
-    for (int i = 0; i < o.npos; i++) {
-        if (rc == VCTL_FB_EXIT_OK && vctl_fb_batch_add(&b, ents[i]) < 0)
-            rc = VCTL_FB_EXIT_FAIL;
-        else if (rc != VCTL_FB_EXIT_OK)
-            json_decref(ents[i]);
-    }
-    if (rc == VCTL_FB_EXIT_OK && vctl_fb_batch_flush(&b) < 0) rc = VCTL_FB_EXIT_FAIL;
+    int rc = vctl_fb_send_targets("suppress add", "suppress_add", 1, !o.no_purge, &o, &e,
+                                  socket_opt, config, &b);
     if (rc == VCTL_FB_EXIT_OK)
         vctl_fb_print_added(&b);
     else if (b.sent > 0)
         fprintf(stderr, "volleyctl: stopped after %lld of %d entries had been stored\n", b.sent,
                 o.npos);
-    vctl_fb_batch_free(&b);
-    free(ents);
-    free(sock);
     free(o.pos);
     return rc;
 }
@@ -626,43 +645,16 @@ static int vctl_fb_suppress_remove(int argc, char **argv, const char *socket_opt
     struct vctl_fb_opts o;
     struct vctl_fb_entry e;
     struct vctl_fb_batch b;
-    char why[300];
-    int rc = VCTL_FB_EXIT_OK;
 
     vctl_fb_parse("suppress remove", VCTL_FB_O_SCOPE, argc, argv, &o);
     if (o.npos == 0) vctl_usage_error("suppress remove: missing ADDRESS or @DOMAIN");
     memset(&e, 0, sizeof e);
     e.scope = o.scope ? o.scope : "";
-    json_t **ents = xcalloc((size_t)o.npos, sizeof *ents);
-    for (int i = 0; i < o.npos; i++) {
-        if (vctl_fb_target(o.pos[i], e.address, why, sizeof why) < 0 ||
-            vctl_fb_entry_check(&e, why, sizeof why) < 0)
-            vctl_usage_error("suppress remove: %s", why);
-        ents[i] = vctl_fb_entry_json(&e, 0);
-        if (!ents[i]) vctl_usage_error("suppress remove: an argument is not valid UTF-8");
-    }
-    char *sock = vctl_socket_path(socket_opt, config);
-    if (!sock) {
-        for (int i = 0; i < o.npos; i++)
-            json_decref(ents[i]);
-        free(ents);
-        free(o.pos);
-        return VCTL_FB_EXIT_FAIL;
-    }
-    vctl_fb_batch_init(&b, sock, "suppress_remove", 1);
-    for (int i = 0; i < o.npos; i++) {
-        if (rc == VCTL_FB_EXIT_OK && vctl_fb_batch_add(&b, ents[i]) < 0)
-            rc = VCTL_FB_EXIT_FAIL;
-        else if (rc != VCTL_FB_EXIT_OK)
-            json_decref(ents[i]);
-    }
-    if (rc == VCTL_FB_EXIT_OK && vctl_fb_batch_flush(&b) < 0) rc = VCTL_FB_EXIT_FAIL;
+    int rc = vctl_fb_send_targets("suppress remove", "suppress_remove", 0, 1, &o, &e, socket_opt,
+                                  config, &b);
     if (rc == VCTL_FB_EXIT_OK)
         printf("removed %lld entr%s, %lld not found\n", b.applied, b.applied == 1 ? "y" : "ies",
                (long long)o.npos - b.applied);
-    vctl_fb_batch_free(&b);
-    free(ents);
-    free(sock);
     free(o.pos);
     return rc;
 }

@@ -24,6 +24,7 @@
 #include "report.h"
 #include "util.h"
 #include "vctl_feedback.h"
+#include "vctl_preflight.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -122,6 +123,8 @@ static const char vctl_usage_text[] =
     "                                    single messages), offline\n"
     "  bounce ingest FILE...|- [--to ADDRESS] [--server HOST:PORT]\n"
     "                                    hand them to the feedback listener over SMTP\n"
+    "  check-domain DOMAIN [--source IP]... [--selector S]... [--dkim-key FILE] [--json]\n"
+    "                                    DKIM, SPF, DMARC, PTR, bounce MX checks, offline\n"
     "\n"
     "S: \"\" (global, the default), domain:SENDERDOMAIN or list:NAME.  R: manual (the\n"
     "default), hard-bounce, complaint, unsubscribe or soft-bounce.  WHEN: a duration\n"
@@ -1466,6 +1469,7 @@ int main(int argc, char **argv)
     if (vctl_feedback_cmd(argv[i]))
         /* suppress, forget, bounce: their own arguments and exchanges */
         return vctl_feedback_main(argc - i, argv + i, a.socket, a.config);
+    if (vctl_preflight_cmd(argv[i])) return vctl_preflight_main(argc - i, argv + i, a.config);
     const struct vctl_cmd *cmd = vctl_find_cmd(argv[i]);
     if (!cmd) vctl_usage_error("unknown command \"%s\"", argv[i]);
     vctl_parse_args(cmd, argc - i - 1, argv + i + 1, &a);

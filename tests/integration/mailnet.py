@@ -120,6 +120,19 @@ class DNSServer:
     def null_mx(self, domain):
         self.lines.append("mx-host=%s,.,0" % domain)
 
+    def txt(self, name, text):
+        """A TXT record; text longer than 255 octets becomes several strings of one
+        record (RFC 1035 character-strings), as a DNS operator would publish it."""
+        chunks = [text[i:i + 255] for i in range(0, len(text), 255)] or [""]
+        quoted = ",".join('"%s"' % c.replace("\\", "\\\\").replace('"', '\\"')
+                          for c in chunks)
+        self.lines.append("txt-record=%s,%s" % (name, quoted))
+
+    def ptr(self, ip, name):
+        """A PTR record for an IPv4 address (host() adds one too, for its own name)."""
+        rev = ".".join(reversed(ip.split("."))) + ".in-addr.arpa"
+        self.lines.append("ptr-record=%s,%s" % (rev, name))
+
     @property
     def server(self):
         return "127.0.0.1:%d" % self.port
@@ -261,6 +274,8 @@ class RecordingHandler:
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
+        if not getattr(self, "eightbitmime", True):  # a 7-bit host (RFC 6152 not offered)
+            responses[:] = [r for r in responses if "8BITMIME" not in r]
         if self.pipelining:
             responses.insert(len(responses) - 1, "250-PIPELINING")
         return responses

@@ -1,0 +1,37 @@
+#!/bin/bash
+# dkim-e2e.sh [MSGS] [RUNS] - the end-to-end benchmark (../shared/rig, as e2e.sh) with
+# DKIM signing off, with an Ed25519 key and with an RSA-2048 key for the injector's
+# From domain (inject.test), in alternation, RUNS times each (default 2), and the
+# signed rates relative to unsigned.  Target: Ed25519 within 15 % of unsigned.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+rig=${RIG:-$top/../shared/rig}
+msgs=${1:-100000}
+runs=${2:-2}
+"$top/tools/build.sh" "$top/build-bench" -DCMAKE_BUILD_TYPE=Release -DVOLLEY_TESTS=OFF >/dev/null
+"$rig/setup.sh" >/dev/null
+keys=$(mktemp -d)
+trap 'rm -rf "$keys"' EXIT
+openssl genpkey -algorithm ED25519 -out "$keys/ed.pem" 2>/dev/null
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$keys/rsa.pem" 2>/dev/null
+chmod 644 "$keys"/*.pem
+declare -A sum cpu
+for r in $(seq "$runs"); do
+    for mode in off ed25519 rsa2048; do
+        case $mode in
+        off) dk="" ;;
+        ed25519) dk="inject.test:ed:$keys/ed.pem" ;;
+        rsa2048) dk="inject.test:rsa:$keys/rsa.pem" ;;
+        esac
+        out=$(VOLLEY_DKIM="$dk" "$rig/run.sh" "$top/bench/rig-volley.sh" "$msgs")
+        rate=$(awk '$1 == "e2e_rate" {print $2}' <<<"$out")
+        c=$(awk '$1 == "cpu_ms_per_msg" {print $2}' <<<"$out")
+        printf 'run %d  %-8s  %8s msgs/s  %5s ms/msg\n' "$r" "$mode" "$rate" "$c"
+        sum[$mode]=$(awk -v a="${sum[$mode]:-0}" -v b="$rate" 'BEGIN {print a + b}')
+        cpu[$mode]=$(awk -v a="${cpu[$mode]:-0}" -v b="$c" 'BEGIN {print a + b}')
+    done
+done
+for mode in off ed25519 rsa2048; do
+    awk -v m="$mode" -v s="${sum[$mode]}" -v c="${cpu[$mode]}" -v base="${sum[off]}" -v n="$runs" \
+        'BEGIN { printf "%-8s mean %8.0f msgs/s  %.3f ms/msg  %5.1f%% of unsigned\n", m, s / n, c / n, 100 * s / base }'
+done

@@ -1,0 +1,163 @@
+"""DKIM at delivery: volleyd signs the bytes it actually sends (after VERP, the
+unsubscribe headers it adds, and a 7-bit conversion for a host without 8BITMIME),
+and an outside verifier (dkimpy) accepts the messages the receiving host got, with
+the public keys published as TXT records by the test DNS server.  Also: keys by
+From domain (and its parent), extra platform signatures, a bad key refused at
+start naming the file, SMTPUTF8 only to hosts that offer it."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mailnet import wait_final
+from volley_harness import VOLLEYD, make_body, render_config
+
+dkim = pytest.importorskip("dkim")
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _genkey(dirpath, name, kind):
+    path = Path(dirpath) / (name + ".pem")
+    args = ["openssl", "genpkey", "-out", str(path)]
+    args += ["-algorithm", "ED25519"] if kind == "ed25519" else \
+        ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:%d" % int(kind[3:])]
+    subprocess.run(args, check=True, capture_output=True)
+    return path
+
+
+def _dns_record(path, kind):
+    der = subprocess.run(["openssl", "pkey", "-in", str(path), "-pubout", "-outform", "DER"],
+                         check=True, capture_output=True).stdout
+    import base64
+    if kind == "ed25519":
+        return "v=DKIM1; k=ed25519; p=" + base64.b64encode(der[-32:]).decode()
+    return "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
+
+
+def _verify(content, records):
+    """dkimpy over every DKIM-Signature of content, TXT answers from records."""
+    def dnsfunc(name, timeout=5):
+        n = name.decode() if isinstance(name, bytes) else name
+        rec = records.get(n.rstrip("."))
+        return rec.encode() if rec else None
+    d = dkim.DKIM(content)
+    n = len([h for h in d.headers if h[0].lower() == b"dkim-signature"])
+    out = []
+    for i in range(n):
+        try:
+            out.append(d.verify(idx=i, dnsfunc=dnsfunc))
+        except dkim.ValidationError as e:  # a mismatch, said as an exception
+            out.append(False)
+    return n, out
+
+
+def _net(mailnet, volley_factory, tmp_path, keys, always=(), overrides=None):
+    mailnet.start_dns(hosts={"mx.dk.test": "127.0.0.2", "mx.old.test": "127.0.0.3"},
+                      mx=[("dk.test", "mx.dk.test", 10), ("old.test", "mx.old.test", 10)])
+    host = mailnet.smtpd("127.0.0.2", "mx.dk.test", enable_SMTPUTF8=True)
+    old = mailnet.smtpd("127.0.0.3", "mx.old.test", enable_SMTPUTF8=False)
+    old.handler.eightbitmime = False
+    records, entries, always_entries = {}, [], []
+    for (domain, selector, kind) in list(keys) + list(always):
+        path = _genkey(tmp_path, "%s-%s" % (domain, selector), kind)
+        records["%s._domainkey.%s" % (selector, domain)] = _dns_record(path, kind)
+        e = "%s:%s:%s" % (domain, selector, path)
+        (always_entries if (domain, selector, kind) in always else entries).append(e)
+    settings = {"dkim.keys": entries, "dkim.always": always_entries}
+    settings.update(overrides or {})
+    v = volley_factory(mailnet.settings(settings))
+    return v, host, old, records
+
+
+def test_signed_messages_verify_with_dkimpy(mailnet, volley_factory, tmp_path):
+    v, host, _, records = _net(mailnet, volley_factory, tmp_path,
+                               [("example.org", "ed", "ed25519"), ("example.org", "rsa", "rsa2048")],
+                               always=[("platform.test", "p1", "rsa1024")])
+    bodies = [
+        make_body("plain"),
+        make_body("folded", extra_headers=("X-Long: " + "word " * 40 + "\r\n\tcontinued",
+                                           "Subject2: a\r\n b\r\n c")),
+        make_body("8bit", body_lines=("caf\u00e9 cr\u00e8me", "\u00fcber")),
+        make_body("empty", body_lines=()),
+        make_body("trailing", body_lines=("text", "", "", "")),
+        make_body("dots", body_lines=(".leading dot", "..two", ".")),
+    ]
+    sent = []
+    for i, b in enumerate(bodies):
+        params = "BODY=8BITMIME" if i == 2 else ""
+        sent.append((v.inject("news@example.org", ["u%d@dk.test" % i], b, params=params),
+                     "u%d@dk.test" % i))
+    wait_final(v, sent, timeout=15)
+    envs = {e.rcpt_tos[0]: e for e in host.handler.envelopes}
+    for _, rcpt in sent:
+        n, ok = _verify(envs[rcpt].content, records)
+        # From domain's two keys (Ed25519 and RSA) plus the platform's
+        assert n == 3 and ok == [True] * 3, (rcpt, n, ok, envs[rcpt].content[:600])
+        assert b"d=example.org" in envs[rcpt].content and b"d=platform.test" in envs[rcpt].content
+        assert b"l=" not in envs[rcpt].content.split(b"\r\n\r\n", 1)[0].replace(b"url=", b"")
+    # a changed body no longer verifies: the check above is not vacuous
+    c = envs["u0@dk.test"].content.replace(b"Hello.", b"Hellp.")
+    assert _verify(c, records)[1] == [False] * 3
+
+
+def test_parent_domain_key_and_unsigned_domains(mailnet, volley_factory, tmp_path):
+    v, host, _, records = _net(mailnet, volley_factory, tmp_path, [("example.org", "s1", "ed25519")])
+    a = v.inject("x@news.example.org", ["a@dk.test"],
+                 b"From: News <x@news.example.org>\r\nTo: a@dk.test\r\nSubject: s\r\n\r\nhi\r\n")
+    c = v.inject("z@other.test", ["c@dk.test"],
+                 b"From: z@other.test\r\nTo: c@dk.test\r\nSubject: s\r\n\r\nhi\r\n")
+    wait_final(v, [(a, "a@dk.test"), (c, "c@dk.test")], timeout=10)
+    envs = {e.rcpt_tos[0]: e for e in host.handler.envelopes}
+    # news.example.org has no key of its own: example.org's signs (relaxed alignment)
+    n, ok = _verify(envs["a@dk.test"].content, records)
+    assert n == 1 and ok == [True] and b"d=example.org" in envs["a@dk.test"].content
+    # a From domain without any key goes out unsigned
+    assert b"DKIM-Signature" not in envs["c@dk.test"].content
+
+
+def test_8bit_to_a_7bit_host_is_converted_before_signing(mailnet, volley_factory, tmp_path):
+    v, _, old, records = _net(mailnet, volley_factory, tmp_path, [("example.org", "s1", "ed25519")])
+    body = make_body("latin", body_lines=("na\u00efve caf\u00e9", "=plain= line"),
+                     extra_headers=("MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-8"))
+    m = v.inject("news@example.org", ["r@old.test"], body, params="BODY=8BITMIME")
+    out = wait_final(v, [(m, "r@old.test")], timeout=10)
+    assert out[(m, "r@old.test")][-1]["type"] == "delivered"
+    got = old.handler.envelopes[0]
+    assert all(b < 128 for b in got.content), got.content
+    assert b"Content-Transfer-Encoding: quoted-printable" in got.content
+    assert "BODY=8BITMIME" not in " ".join(got.mail_options)
+    n, ok = _verify(got.content, records)
+    assert n == 1 and ok == [True]
+    import email
+    import email.policy
+    msg = email.message_from_bytes(got.content, policy=email.policy.default)
+    assert "na\u00efve caf\u00e9" in msg.get_content()
+
+
+def test_8bit_bounce_mode_and_smtputf8_needs_the_extension(mailnet, volley_factory, tmp_path):
+    v, host, old, _ = _net(mailnet, volley_factory, tmp_path, [],
+                           overrides={"delivery.eightbit": "bounce"})
+    m = v.inject("news@example.org", ["r@old.test"], make_body("x", body_lines=("\u00e9",)),
+                 params="BODY=8BITMIME")
+    rec = wait_final(v, [(m, "r@old.test")], timeout=10)[(m, "r@old.test")][-1]
+    assert (rec["type"], rec["code"], rec["enh"]) == ("bounced", 554, "5.6.3"), rec
+    assert not old.handler.envelopes
+    # SMTPUTF8 mail goes to the host that offers it, and bounces 5.6.7 at the one that does not
+    u1 = v.inject("news@example.org", ["\u00fcser@dk.test"], make_body("u"), params="SMTPUTF8")
+    u2 = v.inject("news@example.org", ["\u00fcser@old.test"], make_body("u"), params="SMTPUTF8")
+    out = wait_final(v, [(u1, "\u00fcser@dk.test"), (u2, "\u00fcser@old.test")], timeout=10)
+    assert out[(u1, "\u00fcser@dk.test")][-1]["type"] == "delivered"
+    r2 = out[(u2, "\u00fcser@old.test")][-1]
+    assert (r2["type"], r2["enh"]) == ("bounced", "5.6.7"), (r2, old.handler.envelopes)
+
+
+def test_missing_key_file_is_a_startup_error_naming_it(tmp_path):
+    conf = tmp_path / "v.conf"
+    conf.write_text(render_config({"spool.dir": str(tmp_path / "spool"),
+                                   "dkim.keys": ["example.org:s1:%s" % (tmp_path / "nope.pem")]}))
+    r = subprocess.run([VOLLEYD, "-c", str(conf), "--check-config"], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1, r
+    assert str(tmp_path / "nope.pem") in r.stderr, r.stderr
