@@ -11,6 +11,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 bin=${VOLLEY_BIN:-$here/../build-bench/volleyd}
 case $1 in
 start)
+    dkim_keys=""
+    [ -n "${VOLLEY_DKIM:-}" ] && dkim_keys="\"$VOLLEY_DKIM\""
     cat >"$WORK/volley.conf" <<CONF
 spool: { dir = "$WORK/spool"; map_size_mb = 16384; };
 inject: { unix_socket = ""; tcp_listen = [ "$INJECT_ADDR:$INJECT_PORT" ];
@@ -20,7 +22,7 @@ control: { socket = "$WORK/control.sock"; };
 log: { dir = "$WORK/log"; level = "notice"; };
 daemon: { pid_file = "$WORK/volleyd.pid"; };
 shaping: { rules_file = "${VOLLEY_RULES:-}"; };
-dkim: { keys = [ ${VOLLEY_DKIM:+"$VOLLEY_DKIM"} ]; };
+dkim: { keys = [ $dkim_keys ]; };
 CONF
     nohup "$bin" -c "$WORK/volley.conf" --foreground >"$WORK/volleyd.out" 2>&1 &
     echo $! >"$WORK/volleyd.bgpid"
