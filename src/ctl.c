@@ -640,6 +640,22 @@ static void ctl_cmd_supp_list(struct ctl_conn *c, json_t *req)
     ctl_send(c, json_pack("{s:b, s:o, s:b}", "ok", 1, "entries", l.arr, "more", l.more));
 }
 
+/* ctl_cmd_sent - a delivered recipient's sent record (bounce parse: the campaign
+ * a VERP token's message belonged to) */
+static void ctl_cmd_sent(struct ctl_conn *c, json_t *req)
+{
+    uint64_t id;
+    json_t *ix = json_object_get(req, "index");
+    if (ctl_get_id(c, req, &id) < 0) return;
+    if (!json_is_integer(ix) || json_integer_value(ix) < 0 || json_integer_value(ix) > UINT32_MAX)
+        return ctl_fail(c, "\"index\" must be a recipient index");
+    struct spool_sent s;
+    if (spool_sent_get(c->eng->spool, id, (uint32_t)json_integer_value(ix), &s) < 0)
+        return ctl_send(c, json_pack("{s:b, s:b}", "ok", 1, "found", 0));
+    ctl_send(c, json_pack("{s:b, s:b, s:s, s:s, s:s, s:s}", "ok", 1, "found", 1, "recipient",
+                          s.addr, "campaign", s.campaign, "list", s.list, "sender", s.sender));
+}
+
 /* A request every worker answers; the reply goes out after the last one. */
 struct ctl_sites_req {
     uint64_t owner;
@@ -778,6 +794,8 @@ static void ctl_request(struct ctl_conn *c, const char *line, size_t len)
     else if (strcmp(cmd, "suppress_add") == 0 || strcmp(cmd, "suppress_remove") == 0 ||
              strcmp(cmd, "forget") == 0)
         ctl_cmd_suppress(c, req, cmd);
+    else if (strcmp(cmd, "sent") == 0)
+        ctl_cmd_sent(c, req);
     else if (strcmp(cmd, "suppress_check") == 0)
         ctl_cmd_supp_check(c, req);
     else if (strcmp(cmd, "suppress_list") == 0)

@@ -78,6 +78,10 @@
  *     "address","reason","created","expires","source"},...],"more":bool}; page on
  *     with "after" = the last entry
  *
+ *   {"cmd":"sent","id":"16HEX","index":N}
+ *     a delivered recipient's sent record (kept feedback.sent_retention)
+ *     -> {"ok":true,"found":bool[,"recipient","campaign","list","sender"]}
+ *
  *   {"cmd":"verify"} -> {"ok":true,"violations":N,"first":"..."}
  *   {"cmd":"log_rotate"} -> {"ok":true}
  *

@@ -1261,10 +1261,10 @@ struct vctl_fb_parser {
     int nfiles;
 };
 
-/* vctl_fb_token - the message id of the first verifying VERP or unsubscribe token
- * among the addresses the report names; 0 with *id, or -1 */
+/* vctl_fb_token - the message id and recipient index of the first verifying VERP
+ * or unsubscribe token among the addresses the report names; 0, or -1 */
 static int vctl_fb_token(const struct vctl_fb_parser *p, const struct bounce_report *rep,
-                         uint64_t *id)
+                         uint64_t *id, uint32_t *idxp)
 {
     /* the same places the daemon looks (feedback.c), less the envelope */
     const char *cands[] = {rep->delivered_to, rep->to, rep->orig_return_path,
@@ -1279,10 +1279,26 @@ static int vctl_fb_token(const struct vctl_fb_parser *p, const struct bounce_rep
         if (gt) *gt = '\0';
         if (!*buf) continue;
         if (verp_decode(&p->key, p->conf->feedback_verp_prefix, buf, id, &idx) == 0 ||
-            verp_unsub_mail_decode(&p->key, VCTL_FB_UNSUB_PREFIX, buf, id, &idx) == 0)
+            verp_unsub_mail_decode(&p->key, VCTL_FB_UNSUB_PREFIX, buf, id, &idx) == 0) {
+            *idxp = idx;
             return 0;
+        }
     }
     return -1;
+}
+
+/*
+ * vctl_fb_sent - the daemon's sent record of (id, idx), for the campaign; NULL
+ * when there is no daemon at the configured control socket (parse works offline)
+ */
+static json_t *vctl_fb_sent(const struct vctl_fb_parser *p, const char *idtxt, uint32_t idx)
+{
+    const char *sock = p->conf->control_socket;
+    if (!*sock || access(sock, W_OK) < 0) return NULL;
+    json_t *req = json_pack("{s:s, s:s, s:i}", "cmd", "sent", "id", idtxt, "index", (int)idx);
+    json_t *r = req ? vctl_call(sock, req, 5) : NULL;
+    json_decref(req);
+    return r;
 }
 
 /*
@@ -1296,14 +1312,19 @@ static int vctl_fb_parse_one(const struct vctl_fb_parser *p, const char *name, l
     struct bounce_report rep;
     char idtxt[MSGID_STR_LEN + 1] = "";
     uint64_t id;
+    uint32_t idx = 0;
     int rc = 0;
+    json_t *sent = NULL;
 
     if (bounce_parse(msg, len, (size_t)p->conf->inject_max_message_size, &rep) < 0) {
         bounce_report_free(&rep);
         fputs("volleyctl: out of memory\n", stderr);
         return -1;
     }
-    if (vctl_fb_token(p, &rep, &id) == 0) msgid_format(id, idtxt);
+    if (vctl_fb_token(p, &rep, &id, &idx) == 0) {
+        msgid_format(id, idtxt);
+        sent = vctl_fb_sent(p, idtxt, idx);
+    }
     for (int i = rep.nrcpts ? 0 : -1; i < rep.nrcpts && rc == 0; i++) {
         const struct bounce_rcpt *r = i >= 0 ? &rep.rcpts[i] : NULL;
         enum BOUNCE_KIND kind = r ? r->kind : rep.kind;
@@ -1321,8 +1342,11 @@ static int vctl_fb_parse_one(const struct vctl_fb_parser *p, const char *name, l
                 vctl_fb_set(o, "category", json_string(bounce_cat_str(v.cat)));
                 vctl_fb_set(o, "hard", json_boolean(v.hard));
             }
-            /* the campaign lives in the daemon's sent records: unknown offline */
+            /* the campaign lives in the daemon's sent records: known only when the
+             * daemon answers (vctl_fb_sent) */
             if (*idtxt) vctl_fb_set(o, "msgid", json_string(idtxt));
+            if (json_is_true(json_object_get(sent, "found")))
+                vctl_fb_set(o, "campaign", json_incref(json_object_get(sent, "campaign")));
             json_t *fname = json_string(name);
             /* a file name that is not UTF-8 is shown with its bytes replaced */
             vctl_fb_set(o, "file", fname ? fname : json_string("(name not UTF-8)"));
@@ -1353,6 +1377,7 @@ static int vctl_fb_parse_one(const struct vctl_fb_parser *p, const char *name, l
         snprintf(diag, sizeof diag, "%.*s%s", (int)k, d, d[k] ? "..." : "");
         vctl_fb_table_text(t, diag);
     }
+    json_decref(sent);
     bounce_report_free(&rep);
     return rc;
 }

@@ -161,3 +161,44 @@ def test_missing_key_file_is_a_startup_error_naming_it(tmp_path):
                        text=True, timeout=30)
     assert r.returncode == 1, r
     assert str(tmp_path / "nope.pem") in r.stderr, r.stderr
+
+
+def test_sighup_reloads_keys_and_keeps_the_old_ones_when_a_file_breaks(
+        mailnet, volley_factory, tmp_path):
+    import signal
+    import time
+    v, host, _, records = _net(mailnet, volley_factory, tmp_path, [("example.org", "s1", "ed25519")])
+    key = tmp_path / "example.org-s1.pem"
+    m1 = v.inject("news@example.org", ["k1@dk.test"], make_body("one"))
+    wait_final(v, [(m1, "k1@dk.test")], timeout=10)
+    # a broken key file: the reload is refused, named, and the old key still signs
+    good = key.read_bytes()
+    key.write_text("not a key\n")
+    v.expect_errors = True
+    v.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not [
+            r for r in v.log_records() if r.get("event") == "rules_reload" and
+            r.get("level") == "error"]:
+        time.sleep(0.05)
+    err = [r for r in v.log_records() if r.get("event") == "rules_reload" and
+           r.get("level") == "error"]
+    assert err and str(key) in err[-1]["msg"], err
+    m2 = v.inject("news@example.org", ["k2@dk.test"], make_body("two"))
+    wait_final(v, [(m2, "k2@dk.test")], timeout=10)
+    # a new key at the same path: after SIGHUP the new key signs
+    _genkey(tmp_path, "example.org-s1", "ed25519")
+    records["s1._domainkey.example.org"] = _dns_record(key, "ed25519")
+    v.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len([
+            r for r in v.log_records() if r.get("event") == "rules_reload" and
+            r.get("level") == "notice"]) == 0:
+        time.sleep(0.05)
+    m3 = v.inject("news@example.org", ["k3@dk.test"], make_body("three"))
+    wait_final(v, [(m3, "k3@dk.test")], timeout=10)
+    envs = {e.rcpt_tos[0]: e for e in host.handler.envelopes}
+    assert _verify(envs["k3@dk.test"].content, records)[1] == [True]
+    # the message signed with the old key no longer verifies against the new record
+    assert _verify(envs["k2@dk.test"].content, records)[1] == [False]
+    assert good != key.read_bytes()

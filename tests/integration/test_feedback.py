@@ -10,6 +10,7 @@ urllib.  A DSN that arrives "later" is written here the way a remote MTA writes 
 
 import email
 import email.policy
+import json
 import re
 import smtplib
 import time
@@ -127,6 +128,16 @@ def test_hard_bounces_suppress_purge_and_refuse(mailnet, volley_factory):
     verp = env.mail_from
     dsn = _dsn("late@fb.test", "5.1.1", "550 5.1.1 The email account that you tried to "
                "reach does not exist", "Subject: late\r\n\r\n")
+    # the same DSN, saved: bounce parse names its message and (the daemon being
+    # there to ask) its campaign
+    saved = Path(v.tmp) / "late.eml"
+    saved.write_bytes((dsn % verp).encode())
+    r = v.volleyctl("bounce", "parse", "--json", saved)
+    assert r.returncode == 0, r
+    row = json.loads(r.stdout.decode().splitlines()[0])
+    assert (row["kind"], row["recipient"], row["status"], row["category"], row["hard"],
+            row["msgid"], row["campaign"]) == ("bounce", "late@fb.test", "5.1.1", "bad-mailbox",
+                                               True, late, "spring"), row
     code, msg = _feedback_send(v, verp, dsn % verp)
     assert code == 250, (code, msg)
     rec = [r for r in acct_records(v) if r["type"] == "bounced" and r.get("async")]
