@@ -2121,22 +2121,6 @@ static int report_usage(FILE *err, const char *fmt, ...)
     return REPORT_EXIT_USAGE;
 }
 
-/* report_optval - argv[*i] is "name VALUE" or "name=VALUE": *val, 1; no: 0; missing
- * value: -1 */
-static int report_optval(const char *name, int argc, char **argv, int *i, const char **val)
-{
-    const char *arg = argv[*i];
-    size_t n = strlen(name);
-    if (strncmp(arg, name, n) != 0) return 0;
-    if (arg[n] == '=') {
-        *val = arg + n + 1;
-        return 1;
-    }
-    if (arg[n] != '\0') return 0;
-    if (*i + 1 >= argc) return -1;
-    *val = argv[++*i];
-    return 1;
-}
 
 /* report_parse_uint - s as a whole number in 0..max into *v; 0 or -1 */
 static int report_parse_uint(const char *s, uint64_t max, uint64_t *v)
@@ -2196,7 +2180,7 @@ int report_cli(int argc, char **argv, const char *default_log, FILE *out, FILE *
             fputs(report_usage_text, out);
             return REPORT_EXIT_OK;
         }
-        if ((got_opt = report_optval("--log", argc, argv, &i, &val)) != 0) {
+        if ((got_opt = opt_value("--log", argc, argv, &i, &val)) != 0) {
             if (got_opt < 0) return report_usage(err, "--log needs a file");
             if (!*val) return report_usage(err, "--log needs a file");
             if (nlogs == REPORT_MAX_LOGS)
@@ -2209,7 +2193,7 @@ int report_cli(int argc, char **argv, const char *default_log, FILE *out, FILE *
         const char **slots[] = {&opts.campaign, &since, &until,  &by,
                                 &format,        &top,   &minvol, &parser};
         for (size_t k = 0; k < ARRAY_LEN(names) && !slot; k++) {
-            got_opt = report_optval(names[k], argc, argv, &i, &val);
+            got_opt = opt_value(names[k], argc, argv, &i, &val);
             if (got_opt < 0) return report_usage(err, "%s needs a value", names[k]);
             if (got_opt > 0) {
                 slot = slots[k];

@@ -74,6 +74,21 @@ const char *time_rfc3339(int64_t ms, char *buf, size_t n)
     return buf;
 }
 
+int opt_value(const char *name, int argc, char **argv, int *i, const char **val)
+{
+    const char *arg = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(arg, name, n) != 0) return 0;
+    if (arg[n] == '=') {
+        *val = arg + n + 1;
+        return 1;
+    }
+    if (arg[n] != '\0') return 0;
+    if (*i + 1 >= argc) return -1;
+    *val = argv[++*i];
+    return 1;
+}
+
 int str_copy(char *dst, size_t dstsz, const char *src)
 {
     size_t n = strlen(src);

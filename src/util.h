@@ -35,6 +35,14 @@ int64_t mono_ms(void);
  * buf (size >= 21); returns buf */
 const char *time_rfc3339(int64_t ms, char *buf, size_t n);
 
+/*
+ * opt_value - command-line option parsing shared by the tools: if argv[*i] is
+ * "name VALUE" or "name=VALUE", point *val at the value (advancing *i past a
+ * separate one) and return 1; 0 for any other argument; -1 when the value is
+ * missing (the caller says so in its own words)
+ */
+int opt_value(const char *name, int argc, char **argv, int *i, const char **val);
+
 /* str_copy - bounded copy that always terminates; returns -1 if truncated */
 int str_copy(char *dst, size_t dstsz, const char *src);
 /* str_lower - ASCII-lowercase s in place */

@@ -1140,18 +1140,9 @@ static const struct vctl_cmd *vctl_find_cmd(const char *name)
  */
 int vctl_optval(const char *name, int argc, char **argv, int *i, const char **val)
 {
-    const char *arg = argv[*i];
-    size_t n = strlen(name);
-
-    if (strncmp(arg, name, n) != 0) return 0;
-    if (arg[n] == '=') {
-        *val = arg + n + 1;
-        return 1;
-    }
-    if (arg[n] != '\0') return 0;
-    if (*i + 1 >= argc) vctl_usage_error("%s needs a value", name);
-    *val = argv[++*i];
-    return 1;
+    int rc = opt_value(name, argc, argv, i, val);
+    if (rc < 0) vctl_usage_error("%s needs a value", name);
+    return rc;
 }
 
 /* vctl_set_once - store val in *slot, refusing an option given twice */
