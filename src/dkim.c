@@ -189,13 +189,6 @@ static inline void dkim_sink_byte(struct dkim_sink *s, uint8_t c)
     s->buf[s->n++] = c;
 }
 
-/* dkim_sink_crlfs - append n CRLFs (deferred empty lines of a relaxed body) */
-static void dkim_sink_crlfs(struct dkim_sink *s, size_t n)
-{
-    while (n-- > 0)
-        dkim_sink_put(s, "\r\n", 2);
-}
-
 /* ------------------------------------------------------------ canonicalization */
 
 /*
@@ -230,75 +223,57 @@ static inline uint64_t dkim_bytes_eq(uint64_t x, uint64_t c)
 }
 
 /*
- * dkim_line_relaxed - one body line [b, b+n) with trailing WSP already removed:
- * WSP runs become one SP; runs that need no change go out whole.  Most lines of
- * real mail have no TAB and no two WSP in a row, so the scan looks at 8 octets at
- * a time (a TAB, or a SP followed by WSP, among them stops it) and steps 7, the
- * eighth octet being only the "followed by" of the seventh.
- */
-static void dkim_line_relaxed(struct dkim_sink *s, const uint8_t *b, size_t n)
-{
-    const uint64_t sp8 = 0x2020202020202020ULL, tab8 = 0x0909090909090909ULL;
-    size_t run = 0, i = 0;
-    while (i < n) {
-        if (i + 8 <= n) {
-            uint64_t x;
-            memcpy(&x, b + i, 8);
-            uint64_t sp = dkim_bytes_eq(x, sp8), tab = dkim_bytes_eq(x, tab8);
-            /* little-endian: octet k+1's flag shifted onto octet k */
-            uint64_t stop = tab | (sp & ((sp | tab) >> 8));
-            if (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && stop == 0) {
-                i += 7;
-                continue;
-            }
-        }
-        if (!dkim_wsp(b[i]) || (b[i] == ' ' && !dkim_wsp(b[i + 1]))) {
-            /* i + 1 < n here: trailing WSP was stripped, so a WSP is never last */
-            i++;
-            continue;
-        }
-        dkim_sink_put(s, b + run, i - run);
-        dkim_sink_byte(s, ' ');
-        while (i < n && dkim_wsp(b[i]))
-            i++;
-        run = i;
-    }
-    dkim_sink_put(s, b + run, n - run);
-}
-
-/*
  * dkim_body_relaxed - RFC 6376 3.4.4: WSP at line ends removed, other WSP runs to
- * one SP, trailing empty lines removed; an empty result stays empty.  Empty lines
- * are only counted until a non-empty line proves they are not trailing.
+ * one SP, trailing empty lines removed; an empty result stays empty.
+ *
+ * One pass over the body, not one per line: the end is trimmed first (trailing SP,
+ * TAB and CRLF pairs: what would become empty lines and line-end WSP of the last
+ * line), then the rest is scanned 8 octets at a time for the only places that
+ * change - a TAB, or a SP followed by SP, TAB or CR - and the unchanged runs
+ * between them go to the hash whole.  A WSP run followed by CRLF is dropped, any
+ * other becomes one SP.  The last line is completed with CRLF.
  */
 static void dkim_body_relaxed(struct dkim_sink *s, const uint8_t *b, size_t n)
 {
-    size_t pending = 0, i = 0;
-    while (i < n) {
-        size_t end = n, next = n, from = i;
-        while (from < n) {
-            const uint8_t *lf = memchr(b + from, '\n', n - from);
-            if (lf == NULL) break;
-            size_t j = (size_t)(lf - b);
-            if (j > i && b[j - 1] == '\r') {
-                end = j - 1;
-                next = j + 1;
-                break;
-            }
-            from = j + 1;
-        }
-        while (end > i && dkim_wsp(b[end - 1]))
-            end--;
-        if (end == i) {
-            pending++;
-        } else {
-            dkim_sink_crlfs(s, pending);
-            pending = 0;
-            dkim_line_relaxed(s, b + i, end - i);
-            dkim_sink_put(s, "\r\n", 2);
-        }
-        i = next;
+    size_t e = n;
+    for (;;) {
+        if (e > 0 && dkim_wsp(b[e - 1]))
+            e--;
+        else if (e >= 2 && b[e - 2] == '\r' && b[e - 1] == '\n')
+            e -= 2;
+        else
+            break;
     }
+    if (e == 0) return; /* nothing but empty lines: the empty body */
+    const uint64_t sp8 = 0x2020202020202020ULL, tab8 = 0x0909090909090909ULL,
+                   cr8 = 0x0d0d0d0d0d0d0d0dULL;
+    size_t run = 0, i = 0;
+    while (i < e) {
+        if (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && i + 8 <= e) {
+            uint64_t x;
+            memcpy(&x, b + i, 8);
+            uint64_t sp = dkim_bytes_eq(x, sp8), tab = dkim_bytes_eq(x, tab8),
+                     cr = dkim_bytes_eq(x, cr8);
+            /* little-endian: octet k+1's flag shifted onto octet k */
+            if ((tab | (sp & ((sp | tab | cr) >> 8))) == 0) {
+                i += 7; /* the eighth octet is only the "followed by" of the seventh */
+                continue;
+            }
+        }
+        if (b[i] != '\t' && !(b[i] == ' ' && i + 1 < e && (dkim_wsp(b[i + 1]) || b[i + 1] == '\r'))) {
+            i++;
+            continue;
+        }
+        size_t w = i;
+        while (w < e && dkim_wsp(b[w]))
+            w++;
+        dkim_sink_put(s, b + run, i - run);
+        /* a WSP run ending a line goes; e never ends in WSP, so w < e here */
+        if (!(w + 1 < e && b[w] == '\r' && b[w + 1] == '\n')) dkim_sink_byte(s, ' ');
+        i = run = w;
+    }
+    dkim_sink_put(s, b + run, e - run);
+    dkim_sink_put(s, "\r\n", 2);
 }
 
 /* dkim_body_canon - the body in canonical form c into s */
