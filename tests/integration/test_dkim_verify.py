@@ -201,8 +201,11 @@ def opendkim_ns(keys):
     # self-checks: OpenDKIM must handle its own output and find a record we serve,
     # or failures would say nothing about our signatures
     k = keys[("rsa", 2048)]
-    own = run("printf 'From: a@%s\\nSubject: s\\n\\nhi\\n' | %s -d %s -s %s -k %s | %s"
-              % (DOMAIN, testmsg, DOMAIN, k["sel"], k["path"], testmsg))
+    # libopendkim's parser refuses a message without Date and To ("dkim_chunk():
+    # Syntax error"), so the self-check message carries them
+    own = run("printf 'From: a@%s\\nTo: b@%s\\nDate: Thu, 03 Dec 2026 07:00:00 +0000\\n"
+              "Subject: s\\n\\nhi\\n' | %s -d %s -s %s -k %s | %s"
+              % (DOMAIN, DOMAIN, testmsg, DOMAIN, k["sel"], k["path"], testmsg))
     testmsg_ok = own.returncode == 0 and own.stderr == b""
     why_msg = "opendkim-testmsg cannot sign and verify its own message here: %s" % (
         own.stderr.decode().strip() or "rc=%d" % own.returncode)
@@ -229,8 +232,10 @@ def test_opendkim_testkey(keys, opendkim_ns, alg, bits):
 
 
 @pytest.mark.parametrize("alg,bits", KEYS)
+# not "two_from": libopendkim refuses a message with two From fields before any
+# signature is looked at (RFC 5322 3.6 allows one), which dkimpy checks instead
 @pytest.mark.parametrize("name", ["plain", "long_folded_headers", "eight_bit", "empty_body",
-                                  "trailing_blank_lines", "dot_leading_lines", "two_from"])
+                                  "trailing_blank_lines", "dot_leading_lines"])
 def test_opendkim_testmsg_verifies(keys, opendkim_ns, alg, bits, name):
     if not opendkim_ns["testmsg_ok"]:
         pytest.skip(opendkim_ns["why_msg"])
