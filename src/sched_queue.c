@@ -1811,9 +1811,10 @@ static void sched_conn_closed(void *arg, enum SMTPC_FAIL why, const struct smtpc
     if (was_connecting && why != SMTPC_FAIL_NONE && !s->stopping) {
         /* this host could not be used: try the next address, then the next host */
         char reason[300];
-        snprintf(reason, sizeof reason, "%s with %.100s[%.60s]%s%d %.100s", smtpc_fail_str(why),
-                 conn->mx, conn->ip, last && last->code ? ": " : "", last ? last->code : 0,
-                 last ? last->text : "");
+        int n = snprintf(reason, sizeof reason, "%s with %.100s[%.60s]", smtpc_fail_str(why),
+                         conn->mx, conn->ip);
+        if (last && last->code && n > 0 && (size_t)n < sizeof reason)
+            snprintf(reason + n, sizeof reason - (size_t)n, ": %d %.100s", last->code, last->text);
         str_copy(site->last_reply, sizeof site->last_reply, reason);
         conn->addr_i++;
         if (sched_conn_start(conn) == 0) return;
