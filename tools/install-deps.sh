@@ -16,4 +16,4 @@ apt-get install -y -q --no-install-recommends \
     libevent-dev libssl-dev libc-ares-dev liblmdb-dev lmdb-utils libjansson-dev \
     libconfig-dev libcmocka-dev libidn2-dev \
     python3 python3-pytest python3-aiosmtpd python3-dkim opendkim-tools \
-    postfix swaks dnsmasq-base bind9-dnsutils iproute2 procps
+    postfix swaks dnsmasq-base bind9-dnsutils iproute2 procps time openssl util-linux
