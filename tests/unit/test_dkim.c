@@ -732,7 +732,7 @@ static void test_relaxed_body_differential(void **state)
         vbuf_init(&out, 1 << 16);
         assert_int_equal(dkim_canon_body(DKIM_CANON_RELAXED, (const uint8_t *)in, n, &out), 0);
         size_t rl = ref_relaxed_body(in, n, ref);
-        if (out.len != rl || memcmp(out.data, ref, rl) != 0)
+        if (out.len != rl || (rl > 0 && memcmp(out.data, ref, rl) != 0))
             fail_msg("round %d: relaxed body differs from the reference (%zu vs %zu octets)",
                      round, out.len, rl);
         vbuf_free(&out);
