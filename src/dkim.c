@@ -1088,6 +1088,11 @@ static int dkim_hnames(const uint8_t *m, const struct dkim_hdrs *h, const struct
 struct dkim_tls {
     EVP_MD_CTX *mc;
     EVP_PKEY *pkey;
+    /* scratch of dkim_sign, kept between calls: two allocations and a digest
+     * context fewer per signature */
+    struct dkim_hdrs *h;
+    struct dkim_sink *sink;
+    EVP_MD_CTX *md;
 };
 
 static pthread_key_t dkim_tls_key;
@@ -1100,6 +1105,9 @@ static void dkim_tls_free(void *p)
     struct dkim_tls *t = p;
     EVP_MD_CTX_free(t->mc);
     EVP_PKEY_free(t->pkey);
+    free(t->h);
+    free(t->sink);
+    EVP_MD_CTX_free(t->md);
     free(t);
 }
 
@@ -1109,13 +1117,11 @@ static void dkim_tls_init(void)
     dkim_tls_ok = pthread_key_create(&dkim_tls_key, dkim_tls_free) == 0;
 }
 
-/* dkim_ed25519_ctx - this thread's signing context for k, set up on first use;
- * NULL if none can be had (the caller then uses a fresh one) */
-static EVP_MD_CTX *dkim_ed25519_ctx(const struct dkim_key *k)
+/* dkim_tls_get - this thread's cache, made on first use; NULL if none can be had */
+static struct dkim_tls *dkim_tls_get(void)
 {
     if (pthread_once(&dkim_tls_once, dkim_tls_init) != 0 || !dkim_tls_ok) return NULL;
     struct dkim_tls *t = pthread_getspecific(dkim_tls_key);
-    if (t != NULL && t->pkey == k->pkey) return t->mc;
     if (t == NULL) {
         t = calloc(1, sizeof(*t));
         if (t == NULL) return NULL;
@@ -1124,6 +1130,16 @@ static EVP_MD_CTX *dkim_ed25519_ctx(const struct dkim_key *k)
             return NULL;
         }
     }
+    return t;
+}
+
+/* dkim_ed25519_ctx - this thread's signing context for k, set up on first use;
+ * NULL if none can be had (the caller then uses a fresh one) */
+static EVP_MD_CTX *dkim_ed25519_ctx(const struct dkim_key *k)
+{
+    struct dkim_tls *t = dkim_tls_get();
+    if (t == NULL) return NULL;
+    if (t->pkey == k->pkey && t->mc != NULL) return t->mc;
     EVP_MD_CTX_free(t->mc);
     EVP_PKEY_free(t->pkey);
     t->mc = NULL;
@@ -1205,16 +1221,21 @@ int dkim_sign(const struct dkim_key *k, const struct dkim_params *p, const uint8
         dkim_errf(err, errn, "bad i= identity");
         return -1;
     }
-    /* the two big scratch areas live on the heap: signing threads may have small
-     * stacks, and both are tiny next to the cost of a signature */
-    h = malloc(sizeof(*h));
-    sink = malloc(sizeof(*sink));
-    md = EVP_MD_CTX_new();
+    /* the two big scratch areas live on the heap (signing threads may have small
+     * stacks), kept per thread between signatures when they can be */
+    struct dkim_tls *t = dkim_tls_get();
+    if (t != NULL && t->h == NULL) t->h = malloc(sizeof(*t->h));
+    if (t != NULL && t->sink == NULL) t->sink = malloc(sizeof(*t->sink));
+    if (t != NULL && t->md == NULL) t->md = EVP_MD_CTX_new();
+    bool cached = t != NULL && t->h != NULL && t->sink != NULL && t->md != NULL;
+    h = cached ? t->h : malloc(sizeof(*h));
+    sink = cached ? t->sink : malloc(sizeof(*sink));
+    md = cached ? t->md : EVP_MD_CTX_new();
+    if (h != NULL) h->fields = h->stackf; /* before any exit: done frees what it holds */
     if (h == NULL || sink == NULL || md == NULL) {
         dkim_errf(err, errn, "out of memory");
         goto done;
     }
-    h->fields = h->stackf;
     if (dkim_hdr_parse(msg, len, h, err, errn) < 0) goto done;
     if (dkim_hnames(msg, h, p, &names, &nnames, err, errn) < 0) goto done;
 
@@ -1292,9 +1313,11 @@ done:
     if (rc != 0 && out->len > start) out->len = start;
     free(names);
     if (h != NULL) dkim_hdrs_free(h);
-    free(h);
-    free(sink);
-    EVP_MD_CTX_free(md);
+    if (!cached) {
+        free(h);
+        free(sink);
+        EVP_MD_CTX_free(md);
+    }
     OPENSSL_cleanse(dgst, sizeof(dgst));
     return rc;
 }
