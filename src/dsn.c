@@ -31,7 +31,6 @@
 
 #include <stdbool.h>
 #include <string.h>
-#include <time.h>
 
 #define DSN_LINE_MAX        998         /* RFC 5322 2.1.1: octets before the CRLF */
 #define DSN_DIAG_MAX        500         /* remote reply or local diagnostic */
@@ -142,35 +141,17 @@ static void dsn_put_i64(struct dsn_out *o, int64_t v)
 }
 
 /*
- * dsn_put_date - append the RFC 5322 date-time of the millisecond time ms in UTC,
- * "Mon, 23 Nov 2026 14:15:00 +0000".  strftime only writes numbers here (they do
- * not depend on the locale); the names come from the tables.  A time outside the
- * years 1900..9999 is an input error (RFC 5322 wants a four-digit year >= 1900).
+ * dsn_put_date - append the RFC 5322 date-time of the millisecond time ms in UTC
+ * (time_rfc5322); a time outside the years 1900..9999 is an input error
  */
 static void dsn_put_date(struct dsn_out *o, int64_t ms)
 {
-    static const char dsn_wday[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char dsn_mon[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    int64_t s = ms / 1000 - (ms % 1000 < 0 ? 1 : 0);
-    time_t t = (time_t)s;
-    struct tm tm;
-    char day[4], rest[32];
-
-    if ((int64_t)t != s || gmtime_r(&t, &tm) == NULL || tm.tm_year < 0 ||
-        tm.tm_year > 9999 - 1900 || tm.tm_wday < 0 || tm.tm_wday > 6 || tm.tm_mon < 0 ||
-        tm.tm_mon > 11 || strftime(day, sizeof(day), "%d", &tm) == 0 ||
-        strftime(rest, sizeof(rest), "%Y %H:%M:%S +0000", &tm) == 0) {
+    char date[40];
+    if (time_rfc5322(ms, date, sizeof date) < 0) {
         o->err = -1;
         return;
     }
-    dsn_puts(o, dsn_wday[tm.tm_wday]);
-    dsn_puts(o, ", ");
-    dsn_puts(o, day);
-    dsn_puts(o, " ");
-    dsn_puts(o, dsn_mon[tm.tm_mon]);
-    dsn_puts(o, " ");
-    dsn_puts(o, rest);
+    dsn_puts(o, date);
 }
 
 /*

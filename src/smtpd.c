@@ -54,7 +54,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #define SMTPD_CMDLINE_LIMIT 2048       /* SMTPUTF8 addresses make 512 too tight */
@@ -680,18 +679,10 @@ static void smtpd_add_headers(struct engine *eng, struct smtpd_job *j)
         n += snprintf(add + n, sizeof add - (size_t)n, "Message-ID: <%s.volley@%.200s>\r\n",
                       idtxt, eng->hostname);
     }
-    if (c->inject_add_date && msg_header_count(msg, hl, "Date") == 0) {
-        time_t t = (time_t)(j->msg.created_ms / 1000);
-        struct tm tm;
-        gmtime_r(&t, &tm);
-        static const char days[][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-        static const char months[][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-        n += snprintf(add + n, sizeof add - (size_t)n,
-                      "Date: %s, %02d %s %04d %02d:%02d:%02d +0000\r\n", days[tm.tm_wday],
-                      tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
-                      tm.tm_sec);
-    }
+    char date[40];
+    if (c->inject_add_date && msg_header_count(msg, hl, "Date") == 0 &&
+        time_rfc5322(j->msg.created_ms, date, sizeof date) == 0)
+        n += snprintf(add + n, sizeof add - (size_t)n, "Date: %s\r\n", date);
     if (n <= 0 || (size_t)n >= sizeof add) return;
     /* past max_message_size by these few bytes at most: the limit is on what the
      * client sent */

@@ -74,6 +74,27 @@ const char *time_rfc3339(int64_t ms, char *buf, size_t n)
     return buf;
 }
 
+/* strftime only writes numbers here (they do not depend on the locale); the names
+ * come from the tables */
+int time_rfc5322(int64_t ms, char *buf, size_t n)
+{
+    static const char wday[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char mon[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    int64_t s = ms / 1000 - (ms % 1000 < 0 ? 1 : 0);
+    time_t t = (time_t)s;
+    struct tm tm;
+    char day[4], rest[32];
+
+    if ((int64_t)t != s || gmtime_r(&t, &tm) == NULL || tm.tm_year < 0 ||
+        tm.tm_year > 9999 - 1900 || tm.tm_wday < 0 || tm.tm_wday > 6 || tm.tm_mon < 0 ||
+        tm.tm_mon > 11 || strftime(day, sizeof(day), "%d", &tm) == 0 ||
+        strftime(rest, sizeof(rest), "%Y %H:%M:%S +0000", &tm) == 0)
+        return -1;
+    int w = snprintf(buf, n, "%s, %s %s %s", wday[tm.tm_wday], day, mon[tm.tm_mon], rest);
+    return w > 0 && (size_t)w < n ? 0 : -1;
+}
+
 int opt_value(const char *name, int argc, char **argv, int *i, const char **val)
 {
     const char *arg = argv[*i];

@@ -36,6 +36,13 @@ int64_t mono_ms(void);
 const char *time_rfc3339(int64_t ms, char *buf, size_t n);
 
 /*
+ * time_rfc5322 - the RFC 5322 date-time of the millisecond time ms in UTC,
+ * "Mon, 23 Nov 2026 14:15:00 +0000", into buf (size >= 32); 0, or -1 for a time
+ * outside the years 1900..9999 (RFC 5322 wants a four-digit year >= 1900)
+ */
+int time_rfc5322(int64_t ms, char *buf, size_t n);
+
+/*
  * opt_value - command-line option parsing shared by the tools: if argv[*i] is
  * "name VALUE" or "name=VALUE", point *val at the value (advancing *i past a
  * separate one) and return 1; 0 for any other argument; -1 when the value is
