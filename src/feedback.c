@@ -218,12 +218,8 @@ static void fb_req_complete(void *ctx, struct engine_job *ej)
             const struct spool_purged *p = &ej->op.purged[i];
             char idtxt[MSGID_STR_LEN + 1];
             msgid_format(p->id, idtxt);
-            const char *at = strrchr(p->addr, '@');
-            log_acct("suppressed",
-                     json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "msgid", idtxt,
-                               "campaign", p->campaign, "list", p->list, "sender", p->sender,
-                               "recipient", p->addr, "domain", at ? at + 1 : "", "stage", "queue",
-                               "diag", fb_reason_of(r, p)));
+            log_acct("suppressed", suppress_acct_record(idtxt, p->campaign, p->list, p->sender,
+                                                        p->addr, "queue", fb_reason_of(r, p)));
         }
         size_t i;
         json_t *pair;

@@ -909,12 +909,9 @@ static void sched_out_done(void *ctx, struct engine_job *ej)
         const struct spool_purged *p = &ej->op.purged[i];
         char pid[MSGID_STR_LEN + 1];
         msgid_format(p->id, pid);
-        const char *at = strrchr(p->addr, '@');
         sched_acct(s, "suppressed",
-                   json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "msgid", pid, "campaign",
-                             p->campaign, "list", p->list, "sender", p->sender, "recipient",
-                             p->addr, "domain", at ? at + 1 : "", "stage", "queue", "diag",
-                             p->cause < ej->op.nsupp ? "hard-bounce" : "soft-bounce"));
+                   suppress_acct_record(pid, p->campaign, p->list, p->sender, p->addr, "queue",
+                                        p->cause < ej->op.nsupp ? "hard-bounce" : "soft-bounce"));
     }
     free(ej->op.purged);
     free(o->verdicts);

@@ -709,12 +709,8 @@ static void smtpd_drop_suppressed(struct smtpd_session *s, struct smtpd_job *j)
             j->rcpts[kept++] = j->rcpts[i];
             continue;
         }
-        const char *at = strrchr(j->rcpts[i], '@');
-        log_acct("suppressed",
-                 json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "msgid", idtxt, "campaign",
-                           j->campaign, "list", j->list, "sender", j->sender, "recipient",
-                           j->rcpts[i], "domain", at ? at + 1 : "", "stage", "injection",
-                           "diag", why));
+        log_acct("suppressed", suppress_acct_record(idtxt, j->campaign, j->list, j->sender,
+                                                    j->rcpts[i], "injection", why));
         free(j->rcpts[i]);
     }
     j->nrcpt = kept;

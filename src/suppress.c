@@ -108,6 +108,16 @@ int suppress_key_split(const uint8_t *key, size_t len, char *scope, size_t scope
     return 0;
 }
 
+json_t *suppress_acct_record(const char *msgid, const char *campaign, const char *list,
+                             const char *sender, const char *recipient, const char *stage,
+                             const char *diag)
+{
+    const char *at = strrchr(recipient, '@');
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "msgid", msgid, "campaign",
+                     campaign, "list", list, "sender", sender, "recipient", recipient, "domain",
+                     at ? at + 1 : "", "stage", stage, "diag", diag);
+}
+
 size_t suppress_rec_encode(const struct suppress_rec *r, uint8_t *buf, size_t n)
 {
     size_t sl = strnlen(r->source, sizeof r->source - 1);

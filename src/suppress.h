@@ -22,6 +22,7 @@
 #ifndef VOLLEY_SUPPRESS_H
 #define VOLLEY_SUPPRESS_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -72,5 +73,15 @@ int suppress_key_split(const uint8_t *key, size_t len, char *scope, size_t scope
 size_t suppress_rec_encode(const struct suppress_rec *r, uint8_t *buf, size_t n);
 /* suppress_rec_decode - -1 when p is not a record */
 int suppress_rec_decode(const uint8_t *p, size_t n, struct suppress_rec *out);
+
+/*
+ * suppress_acct_record - the fields of the "suppressed" accounting record (a
+ * recipient not sent because it is suppressed), one builder for every place that
+ * writes one: stage "injection" (dropped when injected) or "queue" (purged); the
+ * domain comes from the recipient.  A new jansson object.
+ */
+json_t *suppress_acct_record(const char *msgid, const char *campaign, const char *list,
+                             const char *sender, const char *recipient, const char *stage,
+                             const char *diag);
 
 #endif
