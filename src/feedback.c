@@ -20,7 +20,6 @@
 #include <strings.h>
 
 #define FB_UNSUB_PREFIX "unsubscribe"
-#define FB_DAY_MS 86400000LL
 
 /* One change with the strings its spool_supp points at. */
 struct fb_entry {
@@ -264,7 +263,7 @@ void fb_req_submit(struct fb_req *r, uint64_t owner, fb_done_fn done)
                                          .purge = e->purge};
     }
     r->soft = xcalloc(r->nsofts ? r->nsofts : 1, sizeof *r->soft);
-    int64_t day = now_ms() / FB_DAY_MS;
+    int64_t day = now_ms() / DAY_MS;
     for (uint32_t i = 0; i < r->nsofts; i++)
         r->soft[i] = (struct spool_soft){.addr = r->softs[i].addr, .day = day,
                                          .limit = (int)eng->conf->feedback_soft_limit,

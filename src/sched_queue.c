@@ -269,6 +269,7 @@ struct sched_supp_buf {
 
 static void sched_dispatch(struct sched *s, struct sched_site *site);
 static bool sched_job_per_rcpt(struct sched *s, const struct sched_job *job);
+static void sched_job_decorate(struct sched *s, struct sched_job *job);
 static void sched_route(struct sched *s, struct sched_job *job);
 
 /* ---------------------------------------------------------------- in-flight set */
@@ -646,6 +647,17 @@ static int64_t sched_pair_wait(const struct sched *s, const struct sched_site *s
         warmup_count(s->p.warmup, p->source, site->lim.rule, now / WARMUP_DAY_MS) >= cap)
         return WARMUP_DAY_MS - now % WARMUP_DAY_MS; /* the cap renews at midnight UTC */
     return shape_bucket_wait_ms(&p->st.msg_bucket, now);
+}
+
+/* sched_send_wait - ms until pair may send its next message: its own wait, and the
+ * site's rate over all sources (sched_pair_wait leaves that out: it is the same for
+ * every pair, so it does not bear on which source a job goes to) */
+static int64_t sched_send_wait(const struct sched *s, const struct sched_site *site,
+                               const struct sched_pair *p, int64_t now)
+{
+    int64_t w = sched_pair_wait(s, site, p, now);
+    int64_t site_wait = shape_bucket_wait_ms(&site->msg_bucket, now);
+    return site_wait > w ? site_wait : w;
 }
 
 /*
@@ -1056,7 +1068,7 @@ static void sched_classify(struct sched *s, struct sched_out *o)
                                                              .reclen = b->reclen, .purge = true};
         else
             o->soft[o->ej.op.nsoft++] = (struct spool_soft){
-                .addr = b->target, .day = now_ms() / 86400000, .limit = (int)c->feedback_soft_limit,
+                .addr = b->target, .day = now_ms() / DAY_MS, .limit = (int)c->feedback_soft_limit,
                 .window_days = (int)c->feedback_soft_days, .rec = b->rec, .reclen = b->reclen};
     }
     o->ej.op.supp = o->supp;
@@ -1504,20 +1516,6 @@ static void sched_job_unprepare(struct sched *s, struct sched_job *job)
 static int sched_job_prepare(struct sched *s, struct sched_job *job, struct sched_conn *conn)
 {
     vbuf_init(&job->content, SIZE_MAX);
-    /* VERP and List-Unsubscribe are per recipient: such a job has one (see
-     * sched_conn_take); its header lines go first, the stored bytes after */
-    if (sched_job_per_rcpt(s, job)) {
-        struct fb_msg fm = {job->msg->sender, job->msg->campaign, job->msg->list, job->msg->id};
-        char mail_from[SPOOL_COUNT_KEY_MAX];
-        struct vbuf body;
-        vbuf_init(&body, SIZE_MAX);
-        if (spool_msg_content(s->p.spool, job->msg->id, &body) == 0) {
-            fb_decorate(s->conf, s->p.verp, &fm, job->rcpts[0].idx, job->rcpts[0].addr, body.data,
-                        body.len, mail_from, sizeof mail_from, &job->content);
-            if (*mail_from) job->mail_from = xstrdup(mail_from);
-        }
-        vbuf_free(&body);
-    }
     uint32_t *idx = xcalloc(job->nrcpt, sizeof *idx);
     bool *live = xcalloc(job->nrcpt, sizeof *live);
     for (uint32_t i = 0; i < job->nrcpt; i++)
@@ -1541,6 +1539,7 @@ static int sched_job_prepare(struct sched *s, struct sched_job *job, struct sche
         sched_job_free(s, job, true);
         return -1;
     }
+    if (sched_job_per_rcpt(s, job)) sched_job_decorate(s, job);
     job->rcpt_ptrs = xcalloc(job->nrcpt, sizeof *job->rcpt_ptrs);
     job->replies = xcalloc(job->nrcpt, sizeof *job->replies);
     for (uint32_t i = 0; i < job->nrcpt; i++)
@@ -1556,6 +1555,28 @@ static int sched_job_prepare(struct sched *s, struct sched_job *job, struct sche
     job->txn.content = job->content.data;
     job->txn.content_len = job->content.len;
     return 0;
+}
+
+/*
+ * sched_job_decorate - the VERP return path and the unsubscribe header lines of
+ * job's one recipient (see sched_conn_take): the lines go in front of the stored
+ * bytes already loaded into job->content
+ */
+static void sched_job_decorate(struct sched *s, struct sched_job *job)
+{
+    struct fb_msg fm = {job->msg->sender, job->msg->campaign, job->msg->list, job->msg->id};
+    char mail_from[SPOOL_COUNT_KEY_MAX];
+    struct vbuf hdrs;
+    vbuf_init(&hdrs, SIZE_MAX);
+    fb_decorate(s->conf, s->p.verp, &fm, job->rcpts[0].idx, job->rcpts[0].addr, job->content.data,
+                job->content.len, mail_from, sizeof mail_from, &hdrs);
+    if (*mail_from) job->mail_from = xstrdup(mail_from);
+    if (hdrs.len && vbuf_append(&hdrs, job->content.data, job->content.len) == 0) {
+        vbuf_free(&job->content);
+        job->content = hdrs;
+    } else {
+        vbuf_free(&hdrs);
+    }
 }
 
 /* sched_job_per_rcpt - does job's message get a VERP return path or unsubscribe
@@ -1597,9 +1618,7 @@ static struct sched_job *sched_conn_take(struct sched_conn *conn,
     struct sched_site *site = conn->site;
     struct sched_pair *p = conn->pair;
     int64_t now = now_ms();
-    int64_t wait = sched_pair_wait(s, site, p, now);
-    int64_t site_wait = shape_bucket_wait_ms(&site->msg_bucket, now);
-    if (site_wait > wait) wait = site_wait;
+    int64_t wait = sched_send_wait(s, site, p, now);
     if (wait > 0) {
         sched_site_wake_in(site, wait);
         return NULL;
@@ -1910,9 +1929,7 @@ static bool sched_pair_can_open(struct sched *s, const struct sched_site *site,
 {
     if (p->nconn >= shape_state_max_conn(&p->st, &site->lim, now)) return false;
     if (shape_state_rate(&p->st, &site->lim) > 0 && sched_pair_spare(site, p)) return false;
-    int64_t w = sched_pair_wait(s, site, p, now);
-    int64_t site_wait = shape_bucket_wait_ms(&site->msg_bucket, now);
-    if (site_wait > w) w = site_wait;
+    int64_t w = sched_send_wait(s, site, p, now);
     if (w > 0) {
         if (w < *wait) *wait = w;
         return false;

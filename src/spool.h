@@ -325,8 +325,8 @@ int spool_load_rcpts(struct spool *sp, const struct spool_due_item *items, size_
 struct vbuf;
 int spool_msg_content(struct spool *sp, uint64_t id, struct vbuf *out);
 /*
- * spool_msg_content_live - the same, appended to out (not reset: a caller may have
- * put header lines first), and in the same read transaction whether each of
+ * spool_msg_content_live - the same, appended to out (not reset), and in the same
+ * read transaction whether each of
  * recipients idx[0..n) is still stored (live[i]): one a suppression purged or an
  * operator deleted since it was loaded must not be sent
  */

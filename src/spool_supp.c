@@ -25,7 +25,6 @@
 #include <strings.h>
 
 #define SPOOL_SOFT_KEY_MAX (2 + SUPPRESS_ADDR_MAX + 8)
-#define SPOOL_DAY_MS 86400000LL
 
 /* spool_copy_n - s[0..n) into d (size dn), NUL-terminated and cut to fit */
 static void spool_copy_n(char *d, size_t dn, const char *s, size_t n)

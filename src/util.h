@@ -26,6 +26,8 @@ char *xstrdup(const char *s);
 /* xstrndup - copy of the first n bytes of s, NUL-terminated; caller frees */
 char *xstrndup(const char *s, size_t n);
 
+#define DAY_MS 86400000LL /* a UTC day in milliseconds: day numbers are ms / DAY_MS */
+
 /* now_ms - wall clock in milliseconds since the epoch (ids, queue times) */
 int64_t now_ms(void);
 /* mono_ms - monotonic milliseconds (timeouts, rates) */

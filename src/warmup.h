@@ -24,10 +24,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util.h"
+
 struct spool;
 struct warmup;
 
-#define WARMUP_DAY_MS 86400000LL
+#define WARMUP_DAY_MS DAY_MS
 #define WARMUP_KEY_MAX 160 /* "w" + day(8) + source(<64) + NUL + class(<64) */
 
 /* warmup_new / warmup_free - an empty table (aborts on OOM) */
