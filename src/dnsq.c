@@ -11,6 +11,8 @@
  */
 #include "dnsq.h"
 
+#include "util.h"
+
 #include <ares.h>
 #include <arpa/inet.h>
 #include <arpa/nameser.h>
@@ -23,7 +25,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <time.h>
 
 #define DNSQ_DEF_TIMEOUT_MS 2000
 #define DNSQ_DEF_TRIES      2
@@ -40,14 +41,6 @@ struct dnsq {
     unsigned char *abuf;
     int alen;
 };
-
-/* dnsq_mono_ms - monotonic milliseconds, for the backstop deadline */
-static long long dnsq_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 struct dnsq *dnsq_new(const char *const *servers, int nservers, int timeout_ms, int tries,
                       char *err, size_t errsz)
@@ -146,7 +139,7 @@ static int dnsq_ask(struct dnsq *q, const char *name, int type, const char *tnam
     q->error[0] = '\0';
     ares_query(q->channel, name, ns_c_in, type, dnsq_done, q);
 
-    long long deadline = dnsq_mono_ms() + DNSQ_WAIT_MAX_MS;
+    int64_t deadline = mono_ms() + DNSQ_WAIT_MAX_MS;
     while (!q->done) {
         ares_socket_t socks[ARES_GETSOCK_MAXNUM];
         struct pollfd pfd[ARES_GETSOCK_MAXNUM];
@@ -163,7 +156,7 @@ static int dnsq_ask(struct dnsq *q, const char *name, int type, const char *tnam
         }
         struct timeval tv, *tvp = ares_timeout(q->channel, NULL, &tv);
         int ms = tvp ? (int)(tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000) : 1000;
-        if (dnsq_mono_ms() > deadline) {
+        if (mono_ms() > deadline) {
             /* cancel calls dnsq_done with ARES_ECANCELLED */
             ares_cancel(q->channel);
             break;

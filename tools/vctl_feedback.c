@@ -85,17 +85,10 @@ struct vctl_fb_opts {
     int npos;
 };
 
-/* vctl_fb_oom - jansson could not allocate: give up as xmalloc() would, saying why */
-static _Noreturn void vctl_fb_oom(void)
-{
-    fputs("volleyctl: out of memory\n", stderr);
-    exit(VCTL_FB_EXIT_FAIL);
-}
-
 /* vctl_fb_set - o[key] = v (reference stolen); exits when out of memory */
 static void vctl_fb_set(json_t *o, const char *key, json_t *v)
 {
-    if (!v || json_object_set_new(o, key, v) < 0) vctl_fb_oom();
+    if (!v || json_object_set_new(o, key, v) < 0) vctl_oom();
 }
 
 /* vctl_fb_str - a JSON string of s, or exit 2 naming what when s is not UTF-8 */
@@ -383,7 +376,7 @@ static void vctl_fb_batch_init(struct vctl_fb_batch *b, const char *sock, const 
     b->cmd = cmd;
     b->purge = purge;
     b->entries = json_array();
-    if (!b->entries) vctl_fb_oom();
+    if (!b->entries) vctl_oom();
 }
 
 /* vctl_fb_batch_flush - send what the batch holds and add up the reply; 0 or -1 */
@@ -392,7 +385,7 @@ static int vctl_fb_batch_flush(struct vctl_fb_batch *b)
     size_t n = json_array_size(b->entries);
     if (n == 0) return 0;
     json_t *req = json_object();
-    if (!req) vctl_fb_oom();
+    if (!req) vctl_oom();
     vctl_fb_set(req, "cmd", json_string(b->cmd));
     vctl_fb_set(req, "entries", json_incref(b->entries));
     if (!b->purge) vctl_fb_set(req, "purge", json_false());
@@ -418,7 +411,7 @@ static int vctl_fb_batch_add(struct vctl_fb_batch *b, json_t *e)
             json_decref(e);
             return -1;
         }
-    if (json_array_append_new(b->entries, e) < 0) vctl_fb_oom();
+    if (json_array_append_new(b->entries, e) < 0) vctl_oom();
     b->bytes += len;
     return 0;
 }
@@ -454,15 +447,6 @@ struct vctl_fb_table {
     int fixed;
 };
 
-/* vctl_fb_width - display columns of s, one per UTF-8 code point */
-static size_t vctl_fb_width(const char *s)
-{
-    size_t w = 0;
-    for (; *s; s++)
-        if (((unsigned char)*s & 0xc0) != 0x80) w++;
-    return w;
-}
-
 /* vctl_fb_table_init - an empty table; heads must outlive it */
 static void vctl_fb_table_init(struct vctl_fb_table *t, size_t ncols, const char *const *heads,
                                size_t max_pending)
@@ -480,7 +464,7 @@ static void vctl_fb_table_line(const struct vctl_fb_table *t, const char *const 
     for (size_t c = 0; c < t->ncols; c++) {
         if (c > 0) fputs("  ", stdout);
         fputs(row[c], stdout);
-        size_t w = vctl_fb_width(row[c]);
+        size_t w = vctl_width(row[c]);
         if (c + 1 < t->ncols && w < t->w[c]) printf("%*s", (int)(t->w[c] - w), "");
     }
     putchar('\n');
@@ -492,9 +476,9 @@ static void vctl_fb_table_flush(struct vctl_fb_table *t)
 {
     if (!t->fixed) {
         for (size_t c = 0; c < t->ncols; c++)
-            t->w[c] = vctl_fb_width(t->heads[c]);
+            t->w[c] = vctl_width(t->heads[c]);
         for (size_t i = 0; i < t->ncells; i++) {
-            size_t w = vctl_fb_width(t->cells[i]);
+            size_t w = vctl_width(t->cells[i]);
             if (w > t->w[i % t->ncols]) t->w[i % t->ncols] = w;
         }
         vctl_fb_table_line(t, t->heads);
@@ -700,7 +684,7 @@ static int vctl_fb_suppress_check(int argc, char **argv, const char *socket_opt,
     if (suppress_normalize(o.pos[0], norm, sizeof norm) < 0 || norm[0] == '@')
         vctl_usage_error("suppress check: not an address: \"%s\"", o.pos[0]);
     json_t *req = json_object();
-    if (!req) vctl_fb_oom();
+    if (!req) vctl_oom();
     vctl_fb_set(req, "cmd", json_string("suppress_check"));
     vctl_fb_set(req, "address", vctl_fb_str(o.pos[0], "ADDRESS"));
     if (o.sender) vctl_fb_set(req, "sender", vctl_fb_str(o.sender, "--sender"));
@@ -742,7 +726,7 @@ static int vctl_fb_walk(const char *sock, const char *scope, long long limit,
         long long page = VCTL_FB_PAGE_MAX;
         if (limit > 0 && limit - seen < page) page = limit - seen;
         json_t *req = json_object();
-        if (!req) vctl_fb_oom();
+        if (!req) vctl_oom();
         vctl_fb_set(req, "cmd", json_string("suppress_list"));
         if (scope) vctl_fb_set(req, "scope", json_string(scope));
         if (after) vctl_fb_set(req, "after", json_incref(after));
@@ -770,7 +754,7 @@ static int vctl_fb_walk(const char *sock, const char *scope, long long limit,
             json_t *last = json_array_get(ents, n - 1);
             after = json_pack("{s:s, s:s}", "scope", vctl_fb_jstr(last, "scope"), "address",
                               vctl_fb_jstr(last, "address"));
-            if (!after) vctl_fb_oom();
+            if (!after) vctl_oom();
         }
         json_decref(r);
         if (rc < 0 || !server_more || n == 0) break;
@@ -1118,7 +1102,7 @@ static long long vctl_fb_import_pass(const struct vctl_fb_import *im, const char
         if (r > 0 && vctl_fb_import_entry(im, rec, &e, why, sizeof why) == 0) {
             (*count)++;
             json_t *j = b ? vctl_fb_entry_json(&e, 1) : NULL;
-            if (b && !j) vctl_fb_oom(); /* the first pass showed it converts */
+            if (b && !j) vctl_oom(); /* the first pass showed it converts */
             if (b && vctl_fb_batch_add(b, j) < 0) {
                 free(rec);
                 return -1;
@@ -1209,7 +1193,7 @@ static int vctl_fb_forget(int argc, char **argv, const char *socket_opt, const c
     if (suppress_normalize(o.pos[0], norm, sizeof norm) < 0 || norm[0] == '@')
         vctl_usage_error("forget: not an address: \"%s\"", o.pos[0]);
     json_t *req = json_object();
-    if (!req) vctl_fb_oom();
+    if (!req) vctl_oom();
     vctl_fb_set(req, "cmd", json_string("forget"));
     vctl_fb_set(req, "address", vctl_fb_str(norm, "ADDRESS"));
     char *sock = vctl_socket_path(socket_opt, config);
@@ -1237,20 +1221,6 @@ static int vctl_fb_forget(int argc, char **argv, const char *socket_opt, const c
 
 /* ---------------------------------------------------------------- bounce parse */
 
-/*
- * vctl_fb_load_conf - the config volleyctl finds (vctl_conf_path), or the built-in
- * defaults when there is none; NULL after an error message, since a config that
- * exists but cannot be read must not silently become the defaults
- */
-static struct conf *vctl_fb_load_conf(const char *config)
-{
-    const char *path = vctl_conf_path(config);
-    char err[1024];
-    struct conf *c = path ? conf_load(path, err, sizeof err) : conf_defaults();
-    if (!c) fprintf(stderr, "volleyctl: %s\n", err);
-    return c;
-}
-
 /* What bounce parse needs besides the message: rules, key, output mode. */
 struct vctl_fb_parser {
     struct conf *conf;
@@ -1260,6 +1230,15 @@ struct vctl_fb_parser {
     int json;
     int nfiles;
 };
+
+/* vctl_fb_bare_addr - the address a of a parsed header without its angle brackets,
+ * into out (cut at SUPPRESS_ADDR_MAX bytes) */
+static void vctl_fb_bare_addr(const char *a, char out[SUPPRESS_ADDR_MAX])
+{
+    str_copy(out, SUPPRESS_ADDR_MAX, a + strspn(a, "< "));
+    char *gt = strchr(out, '>');
+    if (gt) *gt = '\0';
+}
 
 /* vctl_fb_token - the message id and recipient index of the first verifying VERP
  * or unsubscribe token among the addresses the report names; 0, or -1 */
@@ -1273,10 +1252,7 @@ static int vctl_fb_token(const struct vctl_fb_parser *p, const struct bounce_rep
     if (!p->have_key) return -1;
     for (size_t i = 0; i < ARRAY_LEN(cands); i++) {
         char buf[SUPPRESS_ADDR_MAX];
-        const char *a = cands[i] + strspn(cands[i], "< ");
-        str_copy(buf, sizeof buf, a);
-        char *gt = strchr(buf, '>');
-        if (gt) *gt = '\0';
+        vctl_fb_bare_addr(cands[i], buf);
         if (!*buf) continue;
         if (verp_decode(&p->key, p->conf->feedback_verp_prefix, buf, id, &idx) == 0 ||
             verp_unsub_mail_decode(&p->key, VCTL_FB_UNSUB_PREFIX, buf, id, &idx) == 0) {
@@ -1434,7 +1410,7 @@ static int vctl_fb_bounce_parse(int argc, char **argv, const char *config)
     memset(&p, 0, sizeof p);
     p.json = o.json;
     p.nfiles = o.npos;
-    p.conf = vctl_fb_load_conf(config);
+    p.conf = vctl_conf_load(config);
     if (!p.conf) {
         free(o.pos);
         return VCTL_FB_EXIT_FAIL;
@@ -1795,10 +1771,7 @@ static int vctl_fb_ingest_msg(void *arg, long long m, const char *msg, size_t le
             fputs("volleyctl: out of memory\n", stderr);
             return -1;
         }
-        const char *a = *rep.delivered_to ? rep.delivered_to : rep.to;
-        str_copy(rcpt, sizeof rcpt, a + strspn(a, "< "));
-        char *gt = strchr(rcpt, '>');
-        if (gt) *gt = '\0';
+        vctl_fb_bare_addr(*rep.delivered_to ? rep.delivered_to : rep.to, rcpt);
         bounce_report_free(&rep);
     }
     if (!*rcpt) {
@@ -1856,7 +1829,7 @@ static int vctl_fb_bounce_ingest(int argc, char **argv, const char *config)
     if (o.to &&
         (suppress_normalize(o.to, norm, sizeof norm) < 0 || norm[0] == '@' || strpbrk(o.to, "<>")))
         vctl_usage_error("bounce ingest: bad --to \"%s\": want an address", o.to);
-    conf = vctl_fb_load_conf(config);
+    conf = vctl_conf_load(config);
     if (!conf) {
         free(o.pos);
         return VCTL_FB_EXIT_FAIL;

@@ -14,6 +14,9 @@
 #define VOLLEY_VCTL_FEEDBACK_H
 
 #include <jansson.h>
+#include <stddef.h>
+
+struct conf;
 
 /* vctl_feedback_cmd - 1 if word is "suppress", "forget" or "bounce" */
 int vctl_feedback_cmd(const char *word);
@@ -38,12 +41,19 @@ long long vctl_parse_count(const char *opt, const char *s, long long max);
 /* vctl_conf_path - the config file volleyctl reads (-c, $VOLLEY_CONF, the default
  * if it exists); NULL when there is none */
 const char *vctl_conf_path(const char *config);
+/* vctl_conf_load - the config of vctl_conf_path, or the defaults when there is
+ * none; NULL after an error message */
+struct conf *vctl_conf_load(const char *config);
 /* vctl_socket_path - the control socket (-s, else from the config); caller frees;
  * NULL after an error message */
 char *vctl_socket_path(const char *socket_opt, const char *config);
 /* vctl_call - send req, return the ok:true reply (caller decrefs) or NULL after an
  * error message */
 json_t *vctl_call(const char *path, json_t *req, int timeout_s);
+/* vctl_oom - print "volleyctl: out of memory" and exit 1 */
+_Noreturn void vctl_oom(void);
+/* vctl_width - display columns of s, one per UTF-8 code point */
+size_t vctl_width(const char *s);
 /* vctl_clean_line - a one-line copy of s with control characters escaped; caller frees */
 char *vctl_clean_line(const char *s);
 

@@ -254,6 +254,20 @@ static void vctl_pf_dkim_one(struct vctl_pf *pf, const char *selector, const cha
     vctl_pf_strv_free(txt, n);
 }
 
+/* vctl_pf_dkim_entry - the key path of dkim.keys entry e ("domain:selector:/path")
+ * when it is for DOMAIN, with *sel and *sl its selector; else NULL */
+static const char *vctl_pf_dkim_entry(const struct vctl_pf *pf, const char *e, const char **sel,
+                                      size_t *sl)
+{
+    const char *c1 = strchr(e, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+    if (!c2 || (size_t)(c1 - e) != strlen(pf->domain) ||
+        strncasecmp(e, pf->domain, (size_t)(c1 - e)) != 0)
+        return NULL;
+    *sel = c1 + 1;
+    *sl = (size_t)(c2 - c1 - 1);
+    return c2 + 1;
+}
+
 /*
  * vctl_pf_dkim - the selectors given (with --dkim-key, or the dkim.keys key of the
  * same selector), else every dkim.keys entry "domain:selector:/path" of DOMAIN
@@ -262,30 +276,26 @@ static void vctl_pf_dkim(struct vctl_pf *pf)
 {
     int any = 0;
     const struct conf *c = pf->conf;
+    const char *sel, *key;
+    size_t sl;
 
     for (int s = 0; s < pf->nselectors_opt; s++) {
         const char *path = pf->dkim_key;
         for (int i = 0; !path && i < c->dkim_keys_count; i++) {
-            const char *e = c->dkim_keys[i], *c1 = strchr(e, ':');
-            const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-            size_t dl = c1 ? (size_t)(c1 - e) : 0, sl = c2 ? (size_t)(c2 - c1 - 1) : 0;
-            if (c2 && dl == strlen(pf->domain) && strncasecmp(e, pf->domain, dl) == 0 &&
-                sl == strlen(pf->selectors_opt[s]) &&
-                strncmp(c1 + 1, pf->selectors_opt[s], sl) == 0)
-                path = c2 + 1;
+            key = vctl_pf_dkim_entry(pf, c->dkim_keys[i], &sel, &sl);
+            if (key && sl == strlen(pf->selectors_opt[s]) &&
+                strncmp(sel, pf->selectors_opt[s], sl) == 0)
+                path = key;
         }
         vctl_pf_dkim_one(pf, pf->selectors_opt[s], path);
         any = 1;
     }
     for (int i = 0; !pf->nselectors_opt && i < c->dkim_keys_count; i++) {
-        char sel[128];
-        const char *e = c->dkim_keys[i], *c1 = strchr(e, ':');
-        const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-        if (!c2 || (size_t)(c1 - e) != strlen(pf->domain) ||
-            strncasecmp(e, pf->domain, (size_t)(c1 - e)) != 0)
-            continue;
-        snprintf(sel, sizeof sel, "%.*s", (int)(c2 - c1 - 1), c1 + 1);
-        vctl_pf_dkim_one(pf, sel, c2 + 1);
+        char selbuf[128];
+        key = vctl_pf_dkim_entry(pf, c->dkim_keys[i], &sel, &sl);
+        if (!key) continue;
+        snprintf(selbuf, sizeof selbuf, "%.*s", (int)sl, sel);
+        vctl_pf_dkim_one(pf, selbuf, key);
         any = 1;
     }
     if (!any)
@@ -738,12 +748,8 @@ int vctl_preflight_main(int argc, char **argv, const char *config)
     int rc = VCTL_PF_EXIT_FAIL;
 
     vctl_pf_parse(argc, argv, pf, domain, sizeof domain);
-    const char *path = vctl_conf_path(config);
-    pf->conf = path ? conf_load(path, err, sizeof err) : conf_defaults();
-    if (!pf->conf) {
-        fprintf(stderr, "volleyctl: %s\n", err);
-        goto out;
-    }
+    pf->conf = vctl_conf_load(config);
+    if (!pf->conf) goto out;
     if (vctl_pf_sources(pf) < 0) goto out;
     pf->dq = dnsq_new((const char *const *)pf->conf->dns_servers, pf->conf->dns_servers_count,
                       (int)pf->conf->dns_timeout_ms, (int)pf->conf->dns_tries, err, sizeof err);

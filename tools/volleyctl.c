@@ -194,7 +194,7 @@ _Noreturn void vctl_usage_error(const char *fmt, ...)
 }
 
 /* vctl_oom - jansson could not allocate: give up like xmalloc() does, but say why */
-static _Noreturn void vctl_oom(void)
+_Noreturn void vctl_oom(void)
 {
     fputs("volleyctl: out of memory\n", stderr);
     exit(VCTL_EXIT_FAIL);
@@ -259,7 +259,7 @@ char *vctl_clean_line(const char *s)
 }
 
 /* vctl_width - display columns of s, counting one per UTF-8 code point */
-static size_t vctl_width(const char *s)
+size_t vctl_width(const char *s)
 {
     size_t w = 0;
     for (; *s; s++)
@@ -1326,6 +1326,20 @@ const char *vctl_conf_path(const char *config)
 }
 
 /*
+ * vctl_conf_load - the config vctl_conf_path finds, or the built-in defaults when
+ * there is none; NULL after an error message, since a config that exists but
+ * cannot be read must not silently become the defaults.  Free with conf_free().
+ */
+struct conf *vctl_conf_load(const char *config)
+{
+    const char *path = vctl_conf_path(config);
+    char err[1024];
+    struct conf *c = path ? conf_load(path, err, sizeof err) : conf_defaults();
+    if (!c) fprintf(stderr, "volleyctl: %s\n", err);
+    return c;
+}
+
+/*
  * vctl_socket_path - the control socket to use, in the order the usage text gives:
  * socket_opt (-s), else control.socket of vctl_conf_path(config), else the default;
  * caller frees.  NULL after printing why a config file could not be used: a config
@@ -1357,15 +1371,8 @@ char *vctl_socket_path(const char *socket_opt, const char *config)
  */
 static char *vctl_acct_log_path(const struct vctl_args *a)
 {
-    const char *path = vctl_conf_path(a->config);
-    char err[1024];
-    struct conf *conf;
-
-    conf = path ? conf_load(path, err, sizeof err) : conf_defaults();
-    if (!conf) {
-        fprintf(stderr, "volleyctl: %s\n", err);
-        return NULL;
-    }
+    struct conf *conf = vctl_conf_load(a->config);
+    if (!conf) return NULL;
     size_t n = strlen(conf->log_dir) + sizeof "/accounting.log";
     char *log = xmalloc(n);
     snprintf(log, n, "%s/accounting.log", conf->log_dir);
