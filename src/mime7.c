@@ -69,8 +69,7 @@ struct mime7_field {
 struct mime7_head {
     char type[MIME7_TYPE_MAX]; /* "" when absent or unparsable */
     char boundary[MIME7_BOUNDARY_MAX + 1];
-    size_t boundary_len;
-    bool boundary_bad; /* present but empty or too long */
+    size_t boundary_len; /* 0 when absent, empty or too long */
     enum MIME7_CTE cte;
     char cte_name[32]; /* the field's token, for the reason text */
     bool mime_version;
@@ -324,7 +323,6 @@ static void mime7_parse_ctype(const uint8_t *p, size_t n, size_t i, struct mime7
             seen = true;
             hd->boundary_len = bad ? 0 : len;
             hd->boundary[hd->boundary_len] = '\0';
-            hd->boundary_bad = bad || len == 0;
         }
     }
 }
@@ -560,7 +558,7 @@ static int mime7_entity(struct mime7_ctx *c, const uint8_t *p, size_t n, int dep
     size_t blen = n - bstart;
 
     if (strncmp(type, "multipart/", 10) == 0) {
-        if (hd.boundary_len == 0 || hd.boundary_bad)
+        if (hd.boundary_len == 0)
             return mime7_fail(c, "%s without a usable boundary", type);
         /* the parts will all be 7-bit: a label saying otherwise would be false */
         if (hd.cte == MIME7_CTE_8BIT || hd.cte == MIME7_CTE_BINARY)

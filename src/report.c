@@ -1426,12 +1426,19 @@ static double report_ratio(uint64_t num, uint64_t den)
     return den ? (double)num / (double)den : 0.0;
 }
 
+/* report_sent - messages sent in c: delivered, bounced at once or expired (an
+ * async bounce withdraws a delivery already counted) */
+static uint64_t report_sent(const struct report_counts *c)
+{
+    return c->delivered + c->sync_bounced + c->expired;
+}
+
 /* report_figures_of - figures of c; rates of failures per base_sent when nonzero
  * (--by category rows), else per their own sent */
 static void report_figures_of(const struct report_counts *c, uint64_t base_sent,
                               struct report_figures *g)
 {
-    g->sent = c->delivered + c->sync_bounced + c->expired;
+    g->sent = report_sent(c);
     /* an async bounce whose delivery fell outside the window would go below zero */
     g->delivered = c->delivered > c->async_bounced ? c->delivered - c->async_bounced : 0;
     g->hard = c->hard;
@@ -1501,8 +1508,8 @@ static int report_row_cmp(const void *a, const void *b, void *by_failures)
         kx = x->c->hard + x->c->soft + x->c->deferrals;
         ky = y->c->hard + y->c->soft + y->c->deferrals;
     } else {
-        kx = x->c->delivered + x->c->sync_bounced + x->c->expired;
-        ky = y->c->delivered + y->c->sync_bounced + y->c->expired;
+        kx = report_sent(x->c);
+        ky = report_sent(y->c);
     }
     if (kx != ky) return kx > ky ? -1 : 1;
     size_t m = x->len < y->len ? x->len : y->len;
@@ -1586,9 +1593,8 @@ static void report_out_build(struct report *r, struct report_out *o)
         break;
     }
     if (r->o.by == REPORT_BY_CATEGORY) {
-        struct report_figures tf;
-        report_figures_of(&r->total, 0, &tf);
-        o->base_sent = tf.sent ? tf.sent : 1; /* nonzero selects the shared base */
+        uint64_t sent = report_sent(&r->total);
+        o->base_sent = sent ? sent : 1; /* nonzero selects the shared base */
     }
     if (o->table) {
         struct report_table *t = o->table;
