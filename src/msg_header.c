@@ -162,6 +162,20 @@ static int msg_header_value(const char *msg, size_t vs, size_t ve, char *val, si
  * a continuation (or is the end), every other line keeps its meaning: the count of
  * name drops by exactly one and the section shrinks by exactly the removed length.
  */
+int msg_header_get(const char *msg, size_t len, const char *name, char *val, size_t valsz)
+{
+    size_t nlen = strlen(name);
+    size_t sect = msg_header_section_len(msg, len);
+    size_t pos = 0, start, end;
+
+    while (msg_header_field_next(msg, sect, &pos, &start, &end)) {
+        size_t colon_end = msg_header_match(msg, start, end, name, nlen);
+        if (colon_end == 0) continue;
+        return msg_header_value(msg, colon_end, end, val, valsz) < 0 ? -1 : 1;
+    }
+    return 0;
+}
+
 int msg_header_take(char *msg, size_t *len, const char *name, char *val, size_t valsz)
 {
     size_t nlen = strlen(name);

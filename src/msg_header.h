@@ -33,6 +33,13 @@ size_t msg_header_section_len(const char *msg, size_t len);
 int msg_header_take(char *msg, size_t *len, const char *name, char *val, size_t valsz);
 
 /*
+ * msg_header_get - msg_header_take without the removal: the unfolded value of the
+ * first field named name in the header section of msg (length len) into val.
+ * 1 found, 0 absent, -1 when the value does not fit in valsz.
+ */
+int msg_header_get(const char *msg, size_t len, const char *name, char *val, size_t valsz);
+
+/*
  * msg_header_count - number of header fields named name (case-insensitive) in the
  * header section of msg.
  */

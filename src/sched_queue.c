@@ -1372,41 +1372,24 @@ static void sched_refuse(struct sched_job *job, int code, const char *enh, const
 
 /*
  * sched_from_domain - the domain of the From header's address in msg (lower
- * case), "" when there is none; reads the first From field, unfolded, and takes
- * the address in angle brackets or, without them, the last "@" of the value
+ * case), "" when there is none: the address in angle brackets or, without them,
+ * the last "@" of the value
  */
 static void sched_from_domain(const uint8_t *msg, size_t len, char *out, size_t n)
 {
-    const char *m = (const char *)msg;
-    size_t hl = msg_header_section_len(m, len), i = 0;
+    char val[4096];
     out[0] = '\0';
-    while (i < hl) {
-        const char *line = m + i, *eol = memchr(line, '\n', hl - i);
-        size_t ll = eol ? (size_t)(eol - line) + 1 : hl - i;
-        if (ll >= 5 && strncasecmp(line, "from:", 5) == 0) {
-            char val[1024];
-            size_t vl = 0;
-            for (size_t k = i + 5; k < hl && vl < sizeof val - 1; k++) {
-                /* the field and its continuation lines */
-                if (m[k] == '\n' && (k + 1 >= hl || (m[k + 1] != ' ' && m[k + 1] != '\t')))
-                    break;
-                if (m[k] != '\r' && m[k] != '\n') val[vl++] = m[k];
-            }
-            val[vl] = '\0';
-            char *lt = strrchr(val, '<'), *end;
-            char *addr = lt ? lt + 1 : val;
-            if ((end = strchr(addr, '>'))) *end = '\0';
-            char *at = strrchr(addr, '@');
-            if (!at) return;
-            size_t dl = strcspn(at + 1, " \t>;,");
-            if (dl == 0 || dl >= n) return;
-            memcpy(out, at + 1, dl);
-            out[dl] = '\0';
-            str_lower(out);
-            return;
-        }
-        i += ll;
-    }
+    if (msg_header_get((const char *)msg, len, "From", val, sizeof val) != 1) return;
+    char *lt = strrchr(val, '<'), *end;
+    char *addr = lt ? lt + 1 : val;
+    if ((end = strchr(addr, '>'))) *end = '\0';
+    char *at = strrchr(addr, '@');
+    if (!at) return;
+    size_t dl = strcspn(at + 1, " \t>;,");
+    if (dl == 0 || dl >= n) return;
+    memcpy(out, at + 1, dl);
+    out[dl] = '\0';
+    str_lower(out);
 }
 
 /*

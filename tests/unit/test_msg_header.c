@@ -343,9 +343,25 @@ static void test_take_keeps_other_lines(void **state)
     take_expect(" orphan\r\nX-Volley-Campaign: c\r\n\r\n", CAMPAIGN, 1, "c", " orphan\r\n\r\n");
 }
 
+/* msg_header_get: the first field's unfolded value, the message untouched */
+static void test_get(void **state)
+{
+    (void)state;
+    const char msg[] = "Subject: s\r\nFrom: \"A\"\r\n <a@Example.ORG>\r\nFrom: b@x\r\n\r\nFrom: body\r\n";
+    char val[64], small[8];
+    assert_int_equal(msg_header_get(msg, sizeof msg - 1, "from", val, sizeof val), 1);
+    assert_string_equal(val, "\"A\" <a@Example.ORG>");
+    assert_int_equal(msg_header_get(msg, sizeof msg - 1, "Reply-To", val, sizeof val), 0);
+    assert_int_equal(msg_header_get(msg, sizeof msg - 1, "From", small, sizeof small), -1);
+    /* a header line in the body is not a field */
+    const char body_only[] = "X: y\r\n\r\nReply-To: z\r\n";
+    assert_int_equal(msg_header_get(body_only, sizeof body_only - 1, "Reply-To", val, sizeof val), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_get),
         cmocka_unit_test(test_section_len),
         cmocka_unit_test(test_section_len_bounded),
         cmocka_unit_test(test_take_basic),
