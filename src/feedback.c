@@ -19,7 +19,6 @@
 #include <string.h>
 #include <strings.h>
 
-#define FB_UNSUB_PREFIX "unsubscribe"
 
 /* One change with the strings its spool_supp points at. */
 struct fb_entry {
@@ -321,8 +320,8 @@ int fb_intake_rcpt(struct engine *eng, const char *addr, char *reply, size_t rep
         snprintf(reply, replyn, "550 5.7.1 <%.200s>: Invalid or forged VERP address", addr);
         return -1;
     }
-    if (fb_has_prefix(addr, FB_UNSUB_PREFIX) &&
-        verp_unsub_mail_decode(&eng->verp_key, FB_UNSUB_PREFIX, addr, &id, &idx) < 0) {
+    if (fb_has_prefix(addr, VERP_UNSUB_PREFIX) &&
+        verp_unsub_mail_decode(&eng->verp_key, VERP_UNSUB_PREFIX, addr, &id, &idx) < 0) {
         snprintf(reply, replyn, "550 5.7.1 <%.200s>: Invalid or forged unsubscribe address", addr);
         return -1;
     }
@@ -344,7 +343,6 @@ struct fb_target {
 static void fb_find_target(struct engine *eng, char *const *rcpts, uint32_t n,
                            const struct bounce_report *rep, struct fb_target *t)
 {
-    const char *prefix = eng->conf->feedback_verp_prefix;
     const char *cands[64];
     size_t nc = 0;
     for (uint32_t i = 0; i < n && nc < 60; i++)
@@ -354,22 +352,8 @@ static void fb_find_target(struct engine *eng, char *const *rcpts, uint32_t n,
     cands[nc++] = rep->original_mail_from;
     cands[nc++] = rep->to;
     memset(t, 0, sizeof *t);
-    for (size_t i = 0; i < nc && !t->found; i++) {
-        const char *a = cands[i];
-        while (*a == '<' || *a == ' ')
-            a++;
-        char buf[SUPPRESS_ADDR_MAX];
-        str_copy(buf, sizeof buf, a);
-        char *gt = strchr(buf, '>');
-        if (gt) *gt = '\0';
-        if (!*buf) continue;
-        if (verp_decode(&eng->verp_key, prefix, buf, &t->id, &t->idx) == 0) {
-            t->found = true;
-        } else if (verp_unsub_mail_decode(&eng->verp_key, FB_UNSUB_PREFIX, buf, &t->id,
-                                          &t->idx) == 0) {
-            t->found = t->unsubscribe = true;
-        }
-    }
+    t->found = verp_find(&eng->verp_key, eng->conf->feedback_verp_prefix, cands, nc, &t->id,
+                         &t->idx, &t->unsubscribe) == 0;
     if (t->found) t->have_sent = spool_sent_get(eng->spool, t->id, t->idx, &t->sent) == 0;
 }
 
@@ -565,7 +549,7 @@ void fb_decorate(const struct conf *c, const struct verp_key *key, const struct 
     bool url = *c->feedback_unsubscribe_url &&
                verp_unsub_url_token(key, *m->list ? m->list : FB_ALL_LISTS, rcpt, m->id, url_tok,
                                     sizeof url_tok) == 0;
-    bool mailto = *bd && verp_unsub_mail_encode(key, FB_UNSUB_PREFIX, m->id, idx, mail_local,
+    bool mailto = *bd && verp_unsub_mail_encode(key, VERP_UNSUB_PREFIX, m->id, idx, mail_local,
                                                 sizeof mail_local) == 0;
     if (!url && !mailto) return;
     int n = snprintf(line, sizeof line, "List-Unsubscribe: ");

@@ -382,3 +382,26 @@ int verp_unsub_url_parse(const struct verp_key *key, const char *token, char *li
     if (msgid != NULL) *msgid = get_be64(raw + 1);
     return 0;
 }
+
+int verp_find(const struct verp_key *key, const char *prefix, const char *const *addrs, size_t n,
+              uint64_t *msgid, uint32_t *idx, bool *unsub)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (addrs[i] == NULL) continue;
+        const char *a = addrs[i] + strspn(addrs[i], "< ");
+        char buf[1024]; /* verp_decode takes addresses up to this long */
+        str_copy(buf, sizeof buf, a);
+        char *gt = strchr(buf, '>');
+        if (gt) *gt = '\0';
+        if (!*buf) continue;
+        if (verp_decode(key, prefix, buf, msgid, idx) == 0) {
+            *unsub = false;
+            return 0;
+        }
+        if (verp_unsub_mail_decode(key, VERP_UNSUB_PREFIX, buf, msgid, idx) == 0) {
+            *unsub = true;
+            return 0;
+        }
+    }
+    return -1;
+}

@@ -49,6 +49,7 @@
 #ifndef VOLLEY_VERP_H
 #define VOLLEY_VERP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -106,5 +107,16 @@ int verp_unsub_mail_encode(const struct verp_key *key, const char *prefix, uint6
 /* verp_unsub_mail_decode - as verp_decode, for mailto unsubscribe addresses */
 int verp_unsub_mail_decode(const struct verp_key *key, const char *prefix, const char *addr,
                            uint64_t *msgid, uint32_t *idx);
+
+/* the local-part prefix of the mailto unsubscribe addresses volleyd writes */
+#define VERP_UNSUB_PREFIX "unsubscribe"
+
+/*
+ * verp_find - the first of addrs[0..n) (bare or in angle brackets; NULL and empty
+ * ones skipped) that carries a verifying VERP token under prefix, or a mailto
+ * unsubscribe token under VERP_UNSUB_PREFIX: 0 with *msgid, *idx and *unsub, or -1
+ */
+int verp_find(const struct verp_key *key, const char *prefix, const char *const *addrs, size_t n,
+              uint64_t *msgid, uint32_t *idx, bool *unsub);
 
 #endif

@@ -61,7 +61,6 @@
 #define VCTL_FB_SMTP_TIMEOUT_MS 30000             /* every SMTP wait of bounce ingest */
 #define VCTL_FB_SMTP_LINE_MAX   4096              /* one SMTP reply line */
 #define VCTL_FB_DURATION_MAX    (100LL * 366 * 86400) /* --expires durations */
-#define VCTL_FB_UNSUB_PREFIX    "unsubscribe"         /* feedback.c: mailto unsubscribe prefix */
 
 /* What a subcommand accepts (vctl_fb_parse). */
 #define VCTL_FB_O_SCOPE   0x001
@@ -1248,19 +1247,10 @@ static int vctl_fb_token(const struct vctl_fb_parser *p, const struct bounce_rep
     /* the same places the daemon looks (feedback.c), less the envelope */
     const char *cands[] = {rep->delivered_to, rep->to, rep->orig_return_path,
                            rep->original_mail_from};
-    uint32_t idx;
+    bool unsub;
     if (!p->have_key) return -1;
-    for (size_t i = 0; i < ARRAY_LEN(cands); i++) {
-        char buf[SUPPRESS_ADDR_MAX];
-        vctl_fb_bare_addr(cands[i], buf);
-        if (!*buf) continue;
-        if (verp_decode(&p->key, p->conf->feedback_verp_prefix, buf, id, &idx) == 0 ||
-            verp_unsub_mail_decode(&p->key, VCTL_FB_UNSUB_PREFIX, buf, id, &idx) == 0) {
-            *idxp = idx;
-            return 0;
-        }
-    }
-    return -1;
+    return verp_find(&p->key, p->conf->feedback_verp_prefix, cands, ARRAY_LEN(cands), id, idxp,
+                     &unsub);
 }
 
 /*

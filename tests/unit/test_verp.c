@@ -76,6 +76,31 @@ static int decodes(short_decode_fn dec, const struct verp_key *k, const char *pr
     return 0;
 }
 
+/* verp_find: the first verifying token among report addresses, either kind */
+static void test_find(void **state)
+{
+    (void)state;
+    struct verp_key k = key_of("a-test-secret-of-some-length");
+    char v[VERP_LOCAL_SIZE], u[VERP_LOCAL_SIZE], va[128], ua[128], forged[128];
+    assert_int_equal(verp_encode(&k, "bounce", 42, 7, v, sizeof v), 0);
+    assert_int_equal(verp_unsub_mail_encode(&k, VERP_UNSUB_PREFIX, 43, 8, u, sizeof u), 0);
+    snprintf(va, sizeof va, "<%s@b.example>", v);
+    snprintf(ua, sizeof ua, " %s@b.example", u);
+    snprintf(forged, sizeof forged, "%s@b.example", v);
+    forged[8] = forged[8] == 'a' ? 'b' : 'a';
+    uint64_t id = 0;
+    uint32_t idx = 0;
+    bool unsub = true;
+    const char *a1[] = {NULL, "", "someone@else.example", forged, va, ua};
+    assert_int_equal(verp_find(&k, "bounce", a1, 6, &id, &idx, &unsub), 0);
+    assert_true(id == 42 && idx == 7 && !unsub);
+    const char *a2[] = {forged, ua, va};
+    assert_int_equal(verp_find(&k, "bounce", a2, 3, &id, &idx, &unsub), 0);
+    assert_true(id == 43 && idx == 8 && unsub);
+    const char *a3[] = {forged, "plain@b.example", NULL};
+    assert_int_equal(verp_find(&k, "bounce", a3, 3, &id, &idx, &unsub), -1);
+}
+
 static void test_key_derive(void **state)
 {
     (void)state;
@@ -529,6 +554,7 @@ static void test_base32_malformed(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_find),
         cmocka_unit_test(test_key_derive),        cmocka_unit_test(test_golden),
         cmocka_unit_test(test_verp_roundtrip),    cmocka_unit_test(test_mail_roundtrip),
         cmocka_unit_test(test_verp_alterations),  cmocka_unit_test(test_mail_alterations),
