@@ -23,9 +23,17 @@
  *      (identical to EVP_DigestSign with SHA-256 over the data), Ed25519 as
  *      PureEdDSA over the hash (RFC 8463 3); b= is appended folded.
  *
+ * OpenSSL reads every key, hashes, and makes the RSA signatures.  The Ed25519
+ * signature itself is libsodium's: OpenSSL 3.0 computes Ed25519 with 25.5-bit
+ * field arithmetic and fetches SHA-512 on every call, and signs 2.3 times slower
+ * on the same core (bench/README.md), which is most of the cost of signing a
+ * message.  Ed25519 is deterministic, so the two produce the same octets; the key
+ * loader proves that for each key by signing a probe with both and refusing the
+ * key if they differ (and tests check the RFC 8463 vector).
+ *
  * Invariants: a struct dkim_key is immutable after dkim_key_load(), so threads
- * share it without locks (OpenSSL 3 allows concurrent signing with one EVP_PKEY;
- * every call has its own contexts).  Lines are CRLF-delimited only: a bare CR or
+ * share it without locks (OpenSSL 3 allows concurrent signing with one EVP_PKEY,
+ * libsodium's signing reads only the key; every call has its own contexts).  Lines are CRLF-delimited only: a bare CR or
  * LF is an ordinary octet, exactly as a verifier that receives these bytes sees
  * it.  l= is never emitted.  Nothing here reads a clock, logs or aborts.
  */
@@ -47,6 +55,7 @@
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
+#include <sodium.h>
 
 #define DKIM_DOMAIN_MAX   253
 #define DKIM_SELECTOR_MAX 253
@@ -68,6 +77,8 @@ struct dkim_key {
     size_t sig_len;
     char domain[DKIM_DOMAIN_MAX + 1];
     char selector[DKIM_SELECTOR_MAX + 1];
+    /* Ed25519: libsodium's secret key (seed, then public key), wiped on free */
+    uint8_t ed_sk[crypto_sign_ed25519_SECRETKEYBYTES];
     uint8_t pub[DKIM_PUB_DER_MAX]; /* SPKI DER (RSA) or the raw 32 octets */
     size_t pub_len;
     char pub_b64[DKIM_B64(DKIM_PUB_DER_MAX)];
@@ -478,6 +489,35 @@ static int dkim_key_pub(struct dkim_key *k)
     return 0;
 }
 
+/* dkim_key_ed_sodium - derive libsodium's Ed25519 secret key from the seed OpenSSL
+ * read, and prove both libraries sign alike with it: the same public key, and
+ * the same signature of a probe hash (one OpenSSL signature per key load) */
+static int dkim_key_ed_sodium(struct dkim_key *k)
+{
+    static const uint8_t probe[32] = "volley dkim ed25519 probe hash.";
+    uint8_t seed[crypto_sign_ed25519_SEEDBYTES], pk[crypto_sign_ed25519_PUBLICKEYBYTES];
+    uint8_t ours[crypto_sign_ed25519_BYTES], theirs[crypto_sign_ed25519_BYTES];
+    size_t n = sizeof(seed), tn = sizeof(theirs);
+    unsigned long long on = 0;
+    int rc = -1;
+    EVP_MD_CTX *mc = EVP_MD_CTX_new();
+    if (sodium_init() < 0 || mc == NULL ||
+        EVP_PKEY_get_raw_private_key(k->pkey, seed, &n) != 1 || n != sizeof(seed) ||
+        crypto_sign_ed25519_seed_keypair(pk, k->ed_sk, seed) != 0 || k->pub_len != sizeof(pk) ||
+        memcmp(pk, k->pub, sizeof(pk)) != 0 ||
+        crypto_sign_ed25519_detached(ours, &on, probe, sizeof(probe), k->ed_sk) != 0 ||
+        on != sizeof(ours) ||
+        EVP_DigestSignInit_ex(mc, NULL, NULL, NULL, NULL, k->pkey, NULL) != 1 ||
+        EVP_DigestSign(mc, theirs, &tn, probe, sizeof(probe)) != 1 || tn != sizeof(theirs))
+        goto done;
+    rc = memcmp(ours, theirs, sizeof(ours)) == 0 ? 0 : -1;
+done:
+    EVP_MD_CTX_free(mc);
+    sodium_memzero(seed, sizeof(seed));
+    if (rc != 0) sodium_memzero(k->ed_sk, sizeof(k->ed_sk));
+    return rc;
+}
+
 struct dkim_key *dkim_key_load(const char *path, const char *domain, const char *selector,
                                char *err, size_t errn)
 {
@@ -539,6 +579,10 @@ struct dkim_key *dkim_key_load(const char *path, const char *domain, const char 
         dkim_errf(err, errn, "dkim key %s: OpenSSL cannot use the key", path);
         goto fail;
     }
+    if (k->alg == DKIM_ED25519_SHA256 && dkim_key_ed_sodium(k) < 0) {
+        dkim_errf(err, errn, "dkim key %s: libsodium cannot use the Ed25519 key", path);
+        goto fail;
+    }
     str_copy(k->domain, sizeof(k->domain), domain);
     str_copy(k->selector, sizeof(k->selector), selector);
     ERR_clear_error();
@@ -554,6 +598,7 @@ void dkim_key_free(struct dkim_key *k)
     if (k == NULL) return;
     EVP_PKEY_free(k->pkey);
     EVP_MD_free(k->sha256);
+    sodium_memzero(k->ed_sk, sizeof(k->ed_sk));
     free(k);
 }
 
@@ -1077,19 +1122,11 @@ static int dkim_hnames(const uint8_t *m, const struct dkim_hdrs *h, const struct
 }
 
 /*
- * Each signing thread keeps one Ed25519 signing context: EVP_DigestSignInit costs
- * about a tenth of an Ed25519 signature (a provider fetch under a lock), and a
- * PureEdDSA context can sign again and again.  The cache holds its own reference
- * to the EVP_PKEY it was set up for, so that pointer stays unique while cached and
- * comparing it with k->pkey cannot confuse a freed key with a new one.  The
- * context goes with the thread (pthread key destructor).  It is only a cache: if
- * anything about it fails, the call signs with a fresh context.
+ * Each signing thread keeps the scratch of dkim_sign between calls: two
+ * allocations and a digest context fewer per signature.  It goes with the thread
+ * (pthread key destructor); if it cannot be had, the call allocates its own.
  */
 struct dkim_tls {
-    EVP_MD_CTX *mc;
-    EVP_PKEY *pkey;
-    /* scratch of dkim_sign, kept between calls: two allocations and a digest
-     * context fewer per signature */
     struct dkim_hdrs *h;
     struct dkim_sink *sink;
     EVP_MD_CTX *md;
@@ -1099,12 +1136,10 @@ static pthread_key_t dkim_tls_key;
 static pthread_once_t dkim_tls_once = PTHREAD_ONCE_INIT;
 static bool dkim_tls_ok;
 
-/* dkim_tls_free - thread exit: drop the cached context and its key reference */
+/* dkim_tls_free - thread exit: drop the scratch */
 static void dkim_tls_free(void *p)
 {
     struct dkim_tls *t = p;
-    EVP_MD_CTX_free(t->mc);
-    EVP_PKEY_free(t->pkey);
     free(t->h);
     free(t->sink);
     EVP_MD_CTX_free(t->md);
@@ -1133,29 +1168,6 @@ static struct dkim_tls *dkim_tls_get(void)
     return t;
 }
 
-/* dkim_ed25519_ctx - this thread's signing context for k, set up on first use;
- * NULL if none can be had (the caller then uses a fresh one) */
-static EVP_MD_CTX *dkim_ed25519_ctx(const struct dkim_key *k)
-{
-    struct dkim_tls *t = dkim_tls_get();
-    if (t == NULL) return NULL;
-    if (t->pkey == k->pkey && t->mc != NULL) return t->mc;
-    EVP_MD_CTX_free(t->mc);
-    EVP_PKEY_free(t->pkey);
-    t->mc = NULL;
-    t->pkey = NULL;
-    EVP_MD_CTX *mc = EVP_MD_CTX_new();
-    if (mc == NULL || EVP_DigestSignInit_ex(mc, NULL, NULL, NULL, NULL, k->pkey, NULL) != 1 ||
-        EVP_PKEY_up_ref(k->pkey) != 1) {
-        EVP_MD_CTX_free(mc);
-        ERR_clear_error();
-        return NULL;
-    }
-    t->mc = mc;
-    t->pkey = k->pkey;
-    return mc;
-}
-
 /* dkim_sign_hash - the signature of the 32-octet header hash into sig[*siglen] */
 static int dkim_sign_hash(const struct dkim_key *k, const uint8_t *dgst, uint8_t *sig,
                           size_t *siglen)
@@ -1171,18 +1183,11 @@ static int dkim_sign_hash(const struct dkim_key *k, const uint8_t *dgst, uint8_t
              EVP_PKEY_sign(pc, sig, siglen, dgst, 32) == 1;
         EVP_PKEY_CTX_free(pc);
     } else {
-        /* RFC 8463 3: PureEdDSA over the SHA-256 hash, hence no digest */
-        size_t cap = *siglen;
-        EVP_MD_CTX *mc = dkim_ed25519_ctx(k);
-        ok = mc != NULL && EVP_DigestSign(mc, sig, siglen, dgst, 32) == 1;
-        if (!ok) {
-            *siglen = cap;
-            mc = EVP_MD_CTX_new();
-            ok = mc != NULL &&
-                 EVP_DigestSignInit_ex(mc, NULL, NULL, NULL, NULL, k->pkey, NULL) == 1 &&
-                 EVP_DigestSign(mc, sig, siglen, dgst, 32) == 1;
-            EVP_MD_CTX_free(mc);
-        }
+        /* RFC 8463 3: PureEdDSA over the SHA-256 hash */
+        unsigned long long n = 0;
+        ok = *siglen >= crypto_sign_ed25519_BYTES &&
+             crypto_sign_ed25519_detached(sig, &n, dgst, 32, k->ed_sk) == 0;
+        *siglen = (size_t)n;
     }
     if (!ok) ERR_clear_error();
     return ok ? 0 : -1;
