@@ -14,6 +14,6 @@ echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-se
 apt-get install -y -q --no-install-recommends \
     build-essential cmake pkg-config clang \
     libevent-dev libssl-dev libc-ares-dev liblmdb-dev lmdb-utils libjansson-dev \
-    libconfig-dev libcmocka-dev libidn2-dev libsodium-dev \
+    libconfig-dev libcmocka-dev libidn2-dev libsodium-dev libpsl-dev \
     python3 python3-pytest python3-aiosmtpd python3-dkim opendkim-tools \
     postfix swaks dnsmasq-base bind9-dnsutils iproute2 procps time openssl util-linux

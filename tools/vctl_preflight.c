@@ -9,7 +9,8 @@
  *           volleyd signs with (--dkim-key FILE checks a key before it is deployed);
  *   spf     per source address: RFC 7208 evaluation (src/spf.h) of DOMAIN's record
  *           for postmaster@DOMAIN from that address, EHLO as %{h};
- *   dmarc   _dmarc.DOMAIN, else _dmarc of the organizational domain;
+ *   dmarc   _dmarc.DOMAIN, else _dmarc of the organizational domain (Public
+ *           Suffix List, libpsl);
  *   ptr     per source: forward-confirmed reverse DNS, and the name against EHLO;
  *   bounce  feedback.bounce_domain and DOMAIN's feedback.bounce_domains entry can
  *           receive mail (MX, or an address for the implicit MX).
@@ -39,6 +40,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
+#include <libpsl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -411,26 +413,38 @@ static int vctl_pf_dmarc_lookup(struct vctl_pf *pf, const char *dom, char **rec)
 }
 
 /*
- * vctl_pf_dmarc - the policy for DOMAIN.  The organizational domain is taken as
- * the last two labels: a simplification of RFC 7489 3.2, which asks for the Public
- * Suffix List (wrong for e.g. example.co.uk, where it looks at _dmarc.co.uk).
+ * vctl_pf_org_domain - DOMAIN's organizational domain (RFC 7489 3.2: its
+ * registrable domain by the Public Suffix List) into out; 0 if it is DOMAIN itself
+ * or a public suffix.  libpsl takes the newer of its built-in list and Debian's
+ * publicsuffix file, so example.co.uk is an organizational domain, not co.uk.
+ */
+static int vctl_pf_org_domain(const char *domain, char *out, size_t n)
+{
+    char lower[256];
+    if (str_copy(lower, sizeof lower, domain) < 0) return 0;
+    str_lower(lower);
+    psl_ctx_t *latest = psl_latest(NULL);
+    const psl_ctx_t *psl = latest ? latest : psl_builtin();
+    const char *reg = psl ? psl_registrable_domain(psl, lower) : NULL;
+    int found = reg && strcmp(reg, lower) != 0 && str_copy(out, n, reg) == 0;
+    psl_free(latest);
+    return found;
+}
+
+/*
+ * vctl_pf_dmarc - the policy for DOMAIN: the record at _dmarc.DOMAIN, else the one
+ * of its organizational domain, whose sp= then applies.
  */
 static void vctl_pf_dmarc(struct vctl_pf *pf)
 {
-    char *rec = NULL;
+    char *rec = NULL, orgd[256];
     const char *at = pf->domain;
     int rc = vctl_pf_dmarc_lookup(pf, pf->domain, &rec), org = 0;
 
-    if (rc == 0) {
-        const char *last = strrchr(pf->domain, '.'), *p = pf->domain, *orgd = NULL;
-        for (const char *q = pf->domain; last && q < last; q++)
-            if (*q == '.') p = q + 1;
-        if (last && p != pf->domain) orgd = p;
-        if (orgd) {
-            at = orgd;
-            org = 1;
-            rc = vctl_pf_dmarc_lookup(pf, orgd, &rec);
-        }
+    if (rc == 0 && vctl_pf_org_domain(pf->domain, orgd, sizeof orgd)) {
+        at = orgd;
+        org = 1;
+        rc = vctl_pf_dmarc_lookup(pf, orgd, &rec);
     }
     if (rc == -1) {
         vctl_pf_add(pf, "dmarc", pf->domain, VCTL_PF_FAIL, "DNS failure: %s", dnsq_error(pf->dq));
@@ -460,7 +474,7 @@ static void vctl_pf_dmarc(struct vctl_pf *pf)
         r = VCTL_PF_WARN; /* monitoring only, or nobody reads the reports */
     vctl_pf_add(pf, "dmarc", pf->domain, r, "%sp=%s sp=%s pct=%s rua=%s at _dmarc.%s%s",
                 !p[0] ? "no p= tag; " : "", p[0] ? p : "-", sp[0] ? sp : "-", pct[0] ? pct : "100",
-                rua[0] ? "yes" : "no", at, org ? " (organizational domain: last two labels)" : "");
+                rua[0] ? "yes" : "no", at, org ? " (organizational domain)" : "");
     free(rec);
 }
 

@@ -104,11 +104,13 @@ class _PortTaken(Exception):
 class DNSServer:
     """dnsmasq for one test.  Declare records, then start()."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, local=("test",)):
+        """local: the zones it answers for alone (NXDOMAIN for names not declared;
+        anything else is REFUSED, as it has no upstream)."""
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_udp_port()
-        self.lines = []
+        self.lines = ["local=/%s/" % z for z in local]
         self.proc = None
 
     def host(self, name, ip):
@@ -154,7 +156,6 @@ class DNSServer:
             "bind-interfaces",
             "no-resolv",
             "no-hosts",
-            "local=/test/",
             "cache-size=0",
             "log-queries",
             "log-facility=%s" % (self.dir / "dnsmasq.log"),

@@ -36,7 +36,9 @@ def zone(tmp_path_factory):
     d = tmp_path_factory.mktemp("check_domain")
     key1, key2 = d / "key1.pem", d / "key2.pem"
     pub1, pub2 = _openssl_key(key1), _openssl_key(key2)
-    dns = DNSServer(d / "dns")
+    # co.uk answered here too (NXDOMAIN but for what is declared): the
+    # organizational-domain test below needs a public suffix of two labels
+    dns = DNSServer(d / "dns", local=("test", "co.uk"))
 
     # send.test: everything right.  The DKIM record (> 255 octets) goes out as
     # several strings of one TXT record.
@@ -63,6 +65,9 @@ def zone(tmp_path_factory):
     for i in range(1, 12):
         dns.host("h%d.many.test" % i, "127.0.1.%d" % i)
     dns.txt("_dmarc.many.test", "v=DMARC1; p=none")
+
+    # example.co.uk: a DMARC record for the organizational domain only
+    dns.txt("_dmarc.example.co.uk", "v=DMARC1; p=reject; sp=quarantine; rua=mailto:d@example.co.uk")
     dns.start()
     yield {"dns": dns, "dir": d, "key1": key1, "key2": key2}
     dns.stop()
@@ -175,6 +180,21 @@ def test_no_spf_record_and_dmarc_org_fallback(zone):
     assert c[("spf", "127.0.0.50")]["detail"] == "no SPF record"
     dmarc = c[("dmarc", "sub.send.test")]
     assert dmarc["result"] == "pass" and "_dmarc.send.test" in dmarc["detail"], dmarc
+
+
+def test_dmarc_org_domain_by_public_suffix_list(zone):
+    # co.uk is a public suffix: the organizational domain of news.example.co.uk is
+    # example.co.uk (the last two labels would look at _dmarc.co.uk), and as a
+    # subdomain it gets that record's sp=
+    conf = _conf(zone, "psl")
+    _, c = _checks(_run(conf, "news.example.co.uk", "--json"))
+    dmarc = c[("dmarc", "news.example.co.uk")]
+    assert dmarc["result"] == "pass", dmarc
+    assert "at _dmarc.example.co.uk (organizational domain)" in dmarc["detail"], dmarc
+    assert "sp=quarantine" in dmarc["detail"], dmarc
+    # a public suffix has no organizational domain to fall back to
+    _, c = _checks(_run(conf, "co.uk", "--json"))
+    assert c[("dmarc", "co.uk")]["detail"] == "no DMARC record", c[("dmarc", "co.uk")]
 
 
 def test_no_source(zone):
