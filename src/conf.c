@@ -148,6 +148,11 @@ static const struct conf_key conf_keys[] = {
     {"dkim.always", CONF_STRLIST, OFF(dkim_always), "", 0, CONF_MAX_LIST,
      "\"domain:selector:/path/key.pem\" keys that also sign every message (e.g. the "
      "sending platform's own domain)"},
+    {"dkim.headers", CONF_STRLIST, OFF(dkim_headers), "", 0, CONF_MAX_LIST,
+     "header field names to sign, each once per occurrence in the message (empty = "
+     "the built-in list: From, To, Cc, Subject, Date, Message-ID, Reply-To, "
+     "In-Reply-To, References, MIME, List-* and Feedback-ID, Sender); From is always "
+     "signed, and once more than it occurs"},
     {"dkim.canonicalization", CONF_STR, OFF(dkim_canonicalization), "relaxed/relaxed", 0, 0,
      "header/body canonicalization: relaxed/relaxed, relaxed/simple, simple/relaxed or "
      "simple/simple"},
@@ -573,6 +578,17 @@ static int conf_check_feedback(struct conf *c, config_t *cfg, const char *path, 
         key = "dkim.canonicalization";
         snprintf(why, sizeof why, "must be relaxed/relaxed, relaxed/simple, simple/relaxed or "
                                   "simple/simple");
+    }
+    for (int k = 0; !key && k < c->dkim_headers_count; k++) {
+        const char *h = c->dkim_headers[k];
+        size_t n = strlen(h);
+        bool ok = n > 0 && n <= 128;
+        for (size_t i = 0; ok && i < n; i++) /* RFC 5322 ftext */
+            ok = (unsigned char)h[i] >= 33 && (unsigned char)h[i] <= 126 && h[i] != ':';
+        if (!ok) {
+            key = "dkim.headers";
+            snprintf(why, sizeof why, "\"%.100s\" is not a header field name", h);
+        }
     }
     for (int k = 0; !key && k < c->dkim_keys_count + c->dkim_always_count; k++) {
         const char *e = k < c->dkim_keys_count ? c->dkim_keys[k]

@@ -91,6 +91,8 @@ struct conf {
     int dkim_keys_count;
     char *dkim_always[CONF_MAX_LIST];
     int dkim_always_count;
+    char *dkim_headers[CONF_MAX_LIST];
+    int dkim_headers_count;
     char *dkim_canonicalization;
     int64_t dkim_expire_seconds;
     char *delivery_eightbit;

@@ -33,9 +33,10 @@
  *
  * Invariants: a struct dkim_key is immutable after dkim_key_load(), so threads
  * share it without locks (OpenSSL 3 allows concurrent signing with one EVP_PKEY,
- * libsodium's signing reads only the key; every call has its own contexts).  Lines are CRLF-delimited only: a bare CR or
- * LF is an ordinary octet, exactly as a verifier that receives these bytes sees
- * it.  l= is never emitted.  Nothing here reads a clock, logs or aborts.
+ * libsodium's signing only reads the key; every call has its own contexts).
+ * Lines are CRLF-delimited only: a bare CR or LF is an ordinary octet, exactly as
+ * a verifier that receives these bytes sees it.  l= is never emitted.  Nothing
+ * here reads a clock, logs or aborts.
  */
 #include "dkim.h"
 

@@ -1421,6 +1421,12 @@ static void sched_dkim_sign(struct sched *s, struct sched_job *job)
                    ? DKIM_CANON_SIMPLE
                    : DKIM_CANON_RELAXED;
     p.expire = s->conf->dkim_expire_seconds;
+    const char *names[CONF_MAX_LIST + 1];
+    if (s->conf->dkim_headers_count > 0) {
+        for (int i = 0; i < s->conf->dkim_headers_count; i++) names[i] = s->conf->dkim_headers[i];
+        names[s->conf->dkim_headers_count] = NULL;
+        p.headers = names;
+    }
     struct vbuf sigs;
     vbuf_init(&sigs, SIZE_MAX);
     for (int i = 0; i < nuse; i++) {

@@ -202,3 +202,32 @@ def test_sighup_reloads_keys_and_keeps_the_old_ones_when_a_file_breaks(
     # the message signed with the old key no longer verifies against the new record
     assert _verify(envs["k2@dk.test"].content, records)[1] == [False]
     assert good != key.read_bytes()
+
+
+def test_configured_header_list_is_signed(mailnet, volley_factory, tmp_path):
+    # dkim.headers replaces the built-in list: the campaign header is signed (a
+    # changed value no longer verifies), To is not (changing it still verifies),
+    # and From is signed anyway, once more than it occurs
+    v, host, _, records = _net(mailnet, volley_factory, tmp_path, [("example.org", "s1", "ed25519")],
+                               overrides={"dkim.headers": ["Subject", "X-Campaign"]})
+    body = make_body("hl", extra_headers=("X-Campaign: spring-42",))
+    m = v.inject("news@example.org", ["h@dk.test"], body)
+    wait_final(v, [(m, "h@dk.test")], timeout=10)
+    got = host.handler.envelopes[0].content
+    hdr = got.split(b"\r\n\r\n", 1)[0].replace(b"\r\n\t", b"").replace(b"\r\n ", b"")
+    h_tag = [t.strip() for t in hdr.split(b"h=", 1)[1].split(b";", 1)[0].split(b":")]
+    assert [t.lower() for t in h_tag] == [b"from", b"from", b"subject", b"x-campaign"], h_tag
+    assert _verify(got, records)[1] == [True]
+    assert _verify(got.replace(b"X-Campaign: spring-42", b"X-Campaign: spring-43"), records)[1] == [False]
+    to_line = [ln for ln in got.split(b"\r\n") if ln.lower().startswith(b"to:")][0]
+    assert _verify(got.replace(to_line, b"To: someone-else@dk.test"), records)[1] == [True]
+
+
+@pytest.mark.parametrize("name", ["", "X Bad", "Subject:"])
+def test_bad_header_name_is_a_config_error(tmp_path, name):
+    conf = tmp_path / "v.conf"
+    conf.write_text(render_config({"spool.dir": str(tmp_path / "spool"), "dkim.headers": ["From", name]}))
+    r = subprocess.run([VOLLEYD, "-c", str(conf), "--check-config"], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1, r
+    assert "dkim.headers" in r.stderr and "not a header field name" in r.stderr, r.stderr
