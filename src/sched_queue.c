@@ -90,6 +90,8 @@ struct sched_job {
     uint8_t *warm_key;     /* the warm-up count it took (warmup_key), NULL if none: it
                               goes to the outcome op, or is given back unsent */
     size_t warm_keylen;
+    char *dkim; /* "domain/selector" of each DKIM signature it carries, space
+                   separated (for the accounting records); NULL = unsigned */
 
     /* while being sent */
     const char **rcpt_ptrs;
@@ -247,6 +249,7 @@ struct sched_out {
     char source_name[SHAPE_NAME_MAX];
     char source_addr[64];
     char pool[SHAPE_NAME_MAX];
+    char *dkim; /* the job's signatures (taken over from it), NULL = unsigned */
     uint8_t warm_key[WARMUP_KEY_MAX]; /* the warm-up count committed with the outcomes */
     struct spool_count warm_count;
     /* per outcome: the failure's classification, and what it suppresses */
@@ -382,6 +385,7 @@ static void sched_job_free(struct sched *s, struct sched_job *job, bool drop_key
     s->ready -= job->nrcpt;
     sched_job_warm_return(s, job);
     free(job->mail_from);
+    free(job->dkim);
     free(job->rcpts);
     free(job->rcpt_ptrs);
     free(job->replies);
@@ -863,6 +867,19 @@ static void sched_out_free_texts(struct sched_out *o)
         free((char *)o->outs[i].reply);
 }
 
+/* sched_dkim_list - the space-separated "domain/selector" list as a JSON array */
+static json_t *sched_dkim_list(const char *list)
+{
+    json_t *a = json_array();
+    for (const char *p = list; *p;) {
+        size_t n = strcspn(p, " ");
+        if (n) json_array_append_new(a, json_stringn(p, n));
+        p += n;
+        p += strspn(p, " ");
+    }
+    return a;
+}
+
 /* sched_out_done - the spool committed a job's outcomes: write the accounting
  * records, let the recipients leave the in-flight set, free the op */
 static void sched_out_done(void *ctx, struct engine_job *ej)
@@ -893,6 +910,7 @@ static void sched_out_done(void *ctx, struct engine_job *ej)
             (json_int_t)((now - o->msg->created_ms) / 1000));
         json_object_set_new(rec, "vmta", json_string(o->source_name));
         json_object_set_new(rec, "pool", json_string(o->pool));
+        if (o->dkim) json_object_set_new(rec, "dkim", sched_dkim_list(o->dkim));
         if (o->verdicts && out->kind != SPOOL_OUT_DELIVERED) {
             json_object_set_new(rec, "category", json_string(bounce_cat_str(o->verdicts[i].cat)));
             json_object_set_new(rec, "hard", json_boolean(o->verdicts[i].hard));
@@ -927,6 +945,7 @@ static void sched_out_done(void *ctx, struct engine_job *ej)
     }
     free(ej->op.purged);
     free(o->verdicts);
+    free(o->dkim);
     free(o->sbuf);
     free(o->supp);
     free(o->soft);
@@ -1116,6 +1135,8 @@ static void sched_finish(struct sched *s, struct sched_job *job, struct sched_co
         str_copy(o->tls, sizeof o->tls, conn->tls);
         str_copy(o->cipher, sizeof o->cipher, conn->cipher);
     }
+    o->dkim = job->dkim;
+    job->dkim = NULL;
     for (uint32_t i = 0; i < job->nrcpt; i++) {
         struct spool_outcome *out = &o->outs[i];
         const struct smtpc_reply *r = all;
@@ -1427,12 +1448,19 @@ static void sched_dkim_sign(struct sched *s, struct sched_job *job)
         names[s->conf->dkim_headers_count] = NULL;
         p.headers = names;
     }
-    struct vbuf sigs;
+    struct vbuf sigs, who;
+    bool who_ok = true;
     vbuf_init(&sigs, SIZE_MAX);
+    vbuf_init(&who, SIZE_MAX);
     for (int i = 0; i < nuse; i++) {
         char err[200];
-        if (dkim_sign(use[i], &p, job->content.data, job->content.len, &sigs, err, sizeof err) <
+        if (dkim_sign(use[i], &p, job->content.data, job->content.len, &sigs, err, sizeof err) ==
             0) {
+            const char *d = dkim_key_domain(use[i]), *sel = dkim_key_selector(use[i]);
+            if ((who.len && vbuf_append(&who, " ", 1) < 0) || vbuf_append(&who, d, strlen(d)) < 0 ||
+                vbuf_append(&who, "/", 1) < 0 || vbuf_append(&who, sel, strlen(sel)) < 0)
+                who_ok = false;
+        } else {
             char idtxt[MSGID_STR_LEN + 1];
             msgid_format(job->msg->id, idtxt);
             log_event(LOG_WARNING, "dkim_sign",
@@ -1441,16 +1469,18 @@ static void sched_dkim_sign(struct sched *s, struct sched_job *job)
                                 "error", err));
         }
     }
-    if (sigs.len == 0) {
-        vbuf_free(&sigs);
-        return;
-    }
-    if (vbuf_append(&sigs, job->content.data, job->content.len) == 0) {
+    if (sigs.len > 0 && vbuf_append(&sigs, job->content.data, job->content.len) == 0) {
         vbuf_free(&job->content);
         job->content = sigs;
-    } else {
-        vbuf_free(&sigs);
+        sigs.data = NULL;
+        if (who_ok && vbuf_append(&who, "", 1) == 0) {
+            free(job->dkim);
+            job->dkim = (char *)who.data; /* the job owns the list now */
+            who.data = NULL;
+        }
     }
+    vbuf_free(&sigs);
+    vbuf_free(&who);
 }
 
 /*
@@ -1493,6 +1523,8 @@ static void sched_job_unprepare(struct sched *s, struct sched_job *job)
     sched_job_warm_return(s, job);
     free(job->mail_from);
     job->mail_from = NULL;
+    free(job->dkim);
+    job->dkim = NULL;
     vbuf_free(&job->content);
     free(job->rcpt_ptrs);
     free(job->replies);

@@ -89,8 +89,12 @@ def test_signed_messages_verify_with_dkimpy(mailnet, volley_factory, tmp_path):
         params = "BODY=8BITMIME" if i == 2 else ""
         sent.append((v.inject("news@example.org", ["u%d@dk.test" % i], b, params=params),
                      "u%d@dk.test" % i))
-    wait_final(v, sent, timeout=15)
+    final = wait_final(v, sent, timeout=15)
     envs = {e.rcpt_tos[0]: e for e in host.handler.envelopes}
+    for key in sent:
+        # the accounting record says which signatures the message carried
+        assert final[key][-1]["dkim"] == ["example.org/ed", "example.org/rsa", "platform.test/p1"], \
+            final[key][-1]
     for _, rcpt in sent:
         n, ok = _verify(envs[rcpt].content, records)
         # From domain's two keys (Ed25519 and RSA) plus the platform's
@@ -108,7 +112,9 @@ def test_parent_domain_key_and_unsigned_domains(mailnet, volley_factory, tmp_pat
                  b"From: News <x@news.example.org>\r\nTo: a@dk.test\r\nSubject: s\r\n\r\nhi\r\n")
     c = v.inject("z@other.test", ["c@dk.test"],
                  b"From: z@other.test\r\nTo: c@dk.test\r\nSubject: s\r\n\r\nhi\r\n")
-    wait_final(v, [(a, "a@dk.test"), (c, "c@dk.test")], timeout=10)
+    final = wait_final(v, [(a, "a@dk.test"), (c, "c@dk.test")], timeout=10)
+    assert final[(a, "a@dk.test")][-1]["dkim"] == ["example.org/s1"]
+    assert "dkim" not in final[(c, "c@dk.test")][-1]
     envs = {e.rcpt_tos[0]: e for e in host.handler.envelopes}
     # news.example.org has no key of its own: example.org's signs (relaxed alignment)
     n, ok = _verify(envs["a@dk.test"].content, records)
