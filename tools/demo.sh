@@ -19,6 +19,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# the sending domain's authentication: an Ed25519 DKIM key whose public half the
+# test DNS publishes, SPF for the loopback source, DMARC, and a PTR for the source
+openssl genpkey -algorithm ED25519 -out "$dir/dkim-ed.pem" 2>/dev/null
+dkim_txt=$("$build/dkim-sign" --dns-record "$dir/dkim-ed.pem" sender.example ed)
+mkdir -p "$dir/net"
+cat >"$dir/net/extra-dns.conf" <<CONF
+txt-record=ed._domainkey.sender.example,"$dkim_txt"
+txt-record=sender.example,"v=spf1 ip4:127.0.0.1 -all"
+txt-record=_dmarc.sender.example,"v=DMARC1; p=quarantine; rua=mailto:dmarc@sender.example"
+host-record=mta.sender.example,127.0.0.1
+CONF
+
 echo "== test network: DNS on 127.0.0.1:5354, mail hosts on 127.0.0.21-25:2500"
 "$top/tools/testnet.sh" up "$dir/net"
 
@@ -31,6 +43,8 @@ sed -e "s#\"/var/spool/volley\"#\"$dir/spool\"#" \
     -e "s#^    port = 25;#    port = 2500;#" \
     -e "s#^    retry_schedule = \"5m,10m,20m,40m,1h\";#    retry_schedule = \"1m\";#" \
     -e "s#^    servers = \[ \];#    servers = [ \"127.0.0.1:5354\" ];#" \
+    -e "s#^    keys = \[ \];#    keys = [ \"sender.example:ed:$dir/dkim-ed.pem\" ];#" \
+    -e "s#^    helo_name = \"\";#    helo_name = \"mta.sender.example\";#" \
     "$top/conf/volley.conf" >"$dir/volley.conf"
 ctl() { "$build/volleyctl" -c "$dir/volley.conf" "$@"; }
 
@@ -64,8 +78,10 @@ for d in sorted(by_domain):
     c = by_domain[d]
     print(f"{d:18} {c['delivered']:9} {c['deferred']:9} {c['bounced']:9}")
 PY
-echo "== one record of each kind"
+echo "== one record of each kind (dkim: the signatures the message carried)"
 for t in delivered deferred bounced; do grep -m1 "\"type\":\"$t\"" "$acct" || true; done
+echo "== volleyctl check-domain sender.example (the sender's DKIM, SPF, DMARC and PTR, from the test DNS)"
+ctl check-domain sender.example --selector ed --source 127.0.0.1
 echo "== volleyctl report --by domain (deliverability, from the accounting log)"
 ctl report --by domain
 echo "== volleyctl suppress list (hard bounces are suppressed automatically)"

@@ -8,7 +8,9 @@
 #   corp.example     MX mx.corp.example               127.0.0.25  550 to RCPT (bounce)
 #   small.example    no MX, A 127.0.0.21              (implicit MX)
 #   anything else under .example: NXDOMAIN
-# Each sink counts what it received in DIR/sink-ADDR.cnt (smtp-sink -c).
+# Each sink counts what it received in DIR/sink-ADDR.cnt (smtp-sink -c).  Extra
+# dnsmasq lines (e.g. the demo's DKIM, SPF and DMARC records for sender.example) go
+# in DIR/extra-dns.conf before "up".
 set -euo pipefail
 cmd=${1:-}
 dir=${2:-}
@@ -39,6 +41,7 @@ mx-host=yahoo.example,mx2.yahoo.example,10
 mx-host=outlook.example,mx.outlook.example,10
 mx-host=corp.example,mx.corp.example,10
 CONF
+    [ -f "$dir/extra-dns.conf" ] && cat "$dir/extra-dns.conf" >>"$dir/dnsmasq.conf"
     dnsmasq -C "$dir/dnsmasq.conf" --keep-in-foreground --user=root \
         --pid-file="$dir/dnsmasq.pid" >"$dir/dnsmasq.log" 2>&1 &
     echo $! >"$dir/dnsmasq.bgpid"
