@@ -1246,9 +1246,19 @@ int dkim_sign(const struct dkim_key *k, const struct dkim_params *p, const uint8
     if (dkim_hnames(msg, h, p, &names, &nnames, err, errn) < 0) goto done;
 
     /* bh= */
-    if (dkim_hash_body(sink, md, k->sha256, p->bcanon, msg + h->body, len - h->body, dgst) < 0) {
-        dkim_errf(err, errn, "body hash failed");
-        goto done;
+    struct dkim_body_cache *bc = p->bh;
+    size_t blen = len - h->body;
+    if (bc != NULL && bc->valid && bc->bcanon == p->bcanon && bc->body_len == blen) {
+        memcpy(dgst, bc->digest, 32);
+    } else {
+        if (dkim_hash_body(sink, md, k->sha256, p->bcanon, msg + h->body, blen, dgst) < 0) {
+            dkim_errf(err, errn, "body hash failed");
+            goto done;
+        }
+        if (bc != NULL) {
+            *bc = (struct dkim_body_cache){ true, p->bcanon, blen, { 0 } };
+            memcpy(bc->digest, dgst, 32);
+        }
     }
     char bh[DKIM_B64(32)];
     EVP_EncodeBlock((unsigned char *)bh, dgst, 32);

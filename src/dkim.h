@@ -14,6 +14,7 @@
 #ifndef VOLLEY_DKIM_H
 #define VOLLEY_DKIM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -83,6 +84,20 @@ int dkim_key_matches_record(const struct dkim_key *k, const char *txt, char *why
 #define DKIM_SIGN_H_SPACED   0x2 /* h= entries joined by " : " as in the RFC examples */
 #define DKIM_SIGN_Q_TAG      0x4 /* emit q=dns/txt (the default, normally left out) */
 
+/*
+ * The bh= digest of one body, for the next signature of the same body (another
+ * key, or another recipient's copy that differs only in header fields): the body
+ * pass is skipped when the canonicalization and the body length match.  The
+ * caller promises an entry only ever meets bodies of the same octets, e.g. by
+ * keeping one per stored message and not using it for a converted copy.
+ */
+struct dkim_body_cache {
+    bool valid;
+    enum DKIM_CANON bcanon;
+    size_t body_len;
+    uint8_t digest[32];
+};
+
 struct dkim_params {
     enum DKIM_CANON hcanon, bcanon; /* default (zero) relaxed/relaxed */
     const char *const *headers;     /* NULL-terminated names to sign, NULL = the
@@ -91,6 +106,7 @@ struct dkim_params {
     int64_t expire;                 /* x= is t + expire (needs t=), 0 = omit */
     const char *auid;               /* i= (e.g. "@example.com"), NULL = omit */
     unsigned flags;                 /* DKIM_SIGN_* */
+    struct dkim_body_cache *bh;     /* used and filled when not NULL */
 };
 
 /* dkim_default_headers - the NULL-terminated default list of header names */

@@ -68,6 +68,9 @@ struct sched_msg {
     char *pool; /* X-Volley-Pool given at injection, "" = by the rules */
     char *list; /* X-Volley-List given at injection, "" = none */
     int refs;
+    /* the body hash of its last DKIM signature: the next recipient's copy (VERP
+     * and unsubscribe headers differ, the body does not) and the next key reuse it */
+    struct dkim_body_cache dkim_bh;
 };
 
 struct sched_rcpt {
@@ -1419,7 +1422,7 @@ static void sched_from_domain(const uint8_t *msg, size_t len, char *out, size_t 
  * every dkim.always key.  The signatures go on top, in front of what they sign.
  * A signing failure sends the message unsigned rather than not at all, and says so.
  */
-static void sched_dkim_sign(struct sched *s, struct sched_job *job)
+static void sched_dkim_sign(struct sched *s, struct sched_job *job, bool converted)
 {
     const struct engine_rules *er = s->rules;
     if (er->ndkim_keys == 0 && er->ndkim_always == 0) return;
@@ -1442,6 +1445,8 @@ static void sched_dkim_sign(struct sched *s, struct sched_job *job)
                    ? DKIM_CANON_SIMPLE
                    : DKIM_CANON_RELAXED;
     p.expire = s->conf->dkim_expire_seconds;
+    /* a copy converted to 7 bit has a body of its own */
+    p.bh = converted ? NULL : &job->msg->dkim_bh;
     const char *names[CONF_MAX_LIST + 1];
     if (s->conf->dkim_headers_count > 0) {
         for (int i = 0; i < s->conf->dkim_headers_count; i++) names[i] = s->conf->dkim_headers[i];
@@ -1491,6 +1496,7 @@ static void sched_dkim_sign(struct sched *s, struct sched_job *job)
  */
 static void sched_job_for_server(struct sched *s, struct sched_job *job, struct sched_conn *conn)
 {
+    bool converted = false;
     if (conn && conn->c && !smtpc_has_8bitmime(conn->c) && !job->txn.smtputf8 &&
         mime7_needed(job->content.data, job->content.len)) {
         char why[200], text[300];
@@ -1513,8 +1519,9 @@ static void sched_job_for_server(struct sched *s, struct sched_job *job, struct 
         vbuf_free(&job->content);
         job->content = seven;
         job->txn.body_8bit = false;
+        converted = true;
     }
-    sched_dkim_sign(s, job);
+    sched_dkim_sign(s, job, converted);
 }
 
 /* sched_job_unprepare - undo sched_job_prepare (the job goes back to a queue) */

@@ -237,3 +237,29 @@ def test_bad_header_name_is_a_config_error(tmp_path, name):
                        text=True, timeout=30)
     assert r.returncode == 1, r
     assert "dkim.headers" in r.stderr and "not a header field name" in r.stderr, r.stderr
+
+
+def test_per_recipient_copies_share_a_body_hash_and_verify(mailnet, volley_factory, tmp_path):
+    # with VERP every recipient gets its own transaction and return path, and the
+    # body hash is computed once per stored message; each copy must still verify,
+    # also with two keys, and the 7-bit copy for the host without 8BITMIME (a body
+    # of its own) must not reuse the 8-bit body's hash
+    v, host, old, records = _net(
+        mailnet, volley_factory, tmp_path,
+        [("example.org", "ed", "ed25519"), ("example.org", "rsa", "rsa2048")],
+        overrides={"feedback.secret": "0123456789abcdef0123", "feedback.bounce_domain": "bounces.example.org"})
+    rcpts = ["a@dk.test", "b@dk.test", "c@old.test", "d@dk.test"]
+    body = make_body("shared", body_lines=("caf\u00e9 for everyone", "line two"),
+                     extra_headers=("MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-8"))
+    m = v.inject("news@example.org", rcpts, body, params="BODY=8BITMIME")
+    final = wait_final(v, [(m, r) for r in rcpts], timeout=15)
+    assert all(final[(m, r)][-1]["type"] == "delivered" for r in rcpts), final
+    got = {e.rcpt_tos[0]: e for e in host.handler.envelopes + old.handler.envelopes}
+    assert sorted(got) == sorted(rcpts)
+    # one transaction each, with its own VERP return path
+    assert len({e.mail_from for e in got.values()}) == len(rcpts), [e.mail_from for e in got.values()]
+    for r in rcpts:
+        n, ok = _verify(got[r].content, records)
+        assert n == 2 and ok == [True, True], (r, ok, got[r].content[:800])
+    assert b"quoted-printable" in got["c@old.test"].content
+    assert b"caf\xc3\xa9" in got["a@dk.test"].content

@@ -628,6 +628,54 @@ static void test_relaxed_invariance(void **state)
     dkim_key_free(k);
 }
 
+/* The body-hash cache: a second message with other header fields and the same
+ * body signs exactly as without the cache; the entry is refilled (not used) when
+ * the body length or the canonicalization differs. */
+static void test_body_cache(void **state)
+{
+    struct dkim_key *k = load(path_ed, "example.com", "s1");
+    char err[256];
+    const char *a = "From: a@example.com\r\nTo: x@example.net\r\n\r\nsame body\r\n";
+    const char *b = "From: a@example.com\r\nTo: someone.else@example.net\r\n"
+                    "List-Unsubscribe: <mailto:u@example.com>\r\n\r\nsame body\r\n";
+    const char *c = "From: a@example.com\r\n\r\nanother, longer body\r\n";
+    struct dkim_body_cache bc = { 0 };
+    struct dkim_params cached = { .bh = &bc }, plain = { 0 };
+    char *sa = sign_str(k, &cached, a, err, sizeof err);
+    assert_non_null(sa);
+    assert_true(bc.valid);
+    assert_int_equal(bc.body_len, strlen("same body\r\n"));
+    char *sb = sign_str(k, &cached, b, err, sizeof err), *sb0 = sign_str(k, &plain, b, err, sizeof err);
+    assert_non_null(sb);
+    assert_string_equal(sb, sb0);
+    /* the entry is really used: a planted digest shows up as bh= */
+    memset(bc.digest, 0, sizeof bc.digest);
+    char *planted = sign_str(k, &cached, b, err, sizeof err), u[2048], v[512];
+    unfold(planted, u, sizeof u);
+    assert_int_equal(tag(u, "bh", v, sizeof v), 0);
+    assert_string_equal(v, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+    /* another length: computed and stored afresh */
+    char *sc = sign_str(k, &cached, c, err, sizeof err), *sc0 = sign_str(k, &plain, c, err, sizeof err);
+    assert_string_equal(sc, sc0);
+    assert_int_equal(bc.body_len, strlen("another, longer body\r\n"));
+    /* another canonicalization: computed afresh */
+    struct dkim_params simple_cached = { .bcanon = DKIM_CANON_SIMPLE, .bh = &bc },
+                       simple = { .bcanon = DKIM_CANON_SIMPLE };
+    memset(bc.digest, 0, sizeof bc.digest);
+    char *sd = sign_str(k, &simple_cached, c, err, sizeof err), *sd0 = sign_str(k, &simple, c, err, sizeof err);
+    assert_string_equal(sd, sd0);
+    assert_int_equal(bc.bcanon, DKIM_CANON_SIMPLE);
+    free(sa);
+    free(sb);
+    free(sb0);
+    free(planted);
+    free(sc);
+    free(sc0);
+    free(sd);
+    free(sd0);
+    dkim_key_free(k);
+}
+
 /* Arbitrary input never crashes or overreads (ASan build): random octets with a
  * bias towards CR, LF, ':', WSP and a From field. */
 static void test_arbitrary_input(void **state)
@@ -754,6 +802,7 @@ int main(void)
         cmocka_unit_test(test_folding),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_relaxed_invariance),
+        cmocka_unit_test(test_body_cache),
         cmocka_unit_test(test_arbitrary_input),
         cmocka_unit_test(test_relaxed_body_differential),
     };
