@@ -41,6 +41,9 @@ for r in $(seq "$runs"); do
     done
 done
 for mode in $modes; do
-    awk -v m="$mode" -v s="${sum[$mode]}" -v c="${cpu[$mode]}" -v base="${sum[off]}" -v n="$runs" \
-        'BEGIN { printf "%-8s mean %8.0f msgs/s  %.3f ms/msg  %5.1f%% of unsigned\n", m, s / n, c / n, 100 * s / base }'
+    # without unsigned runs (MODES without "off") there is no share to give
+    awk -v m="$mode" -v s="${sum[$mode]}" -v c="${cpu[$mode]}" -v base="${sum[off]:-0}" -v n="$runs" \
+        'BEGIN { printf "%-8s mean %8.0f msgs/s  %.3f ms/msg", m, s / n, c / n
+                 if (base > 0) printf "  %5.1f%% of unsigned", 100 * s / base
+                 printf "\n" }'
 done
