@@ -7,6 +7,7 @@
  * default.
  */
 #include "conf.h"
+#include "dkim.h"
 #include "util.h"
 
 #include <errno.h>
@@ -580,14 +581,10 @@ static int conf_check_feedback(struct conf *c, config_t *cfg, const char *path, 
                                   "simple/simple");
     }
     for (int k = 0; !key && k < c->dkim_headers_count; k++) {
-        const char *h = c->dkim_headers[k];
-        size_t n = strlen(h);
-        bool ok = n > 0 && n <= 128;
-        for (size_t i = 0; ok && i < n; i++) /* RFC 5322 ftext */
-            ok = (unsigned char)h[i] >= 33 && (unsigned char)h[i] <= 126 && h[i] != ':';
-        if (!ok) {
+        if (!dkim_header_name_ok(c->dkim_headers[k])) {
             key = "dkim.headers";
-            snprintf(why, sizeof why, "\"%.100s\" is not a header field name", h);
+            snprintf(why, sizeof why, "\"%.100s\" is not a header field name",
+                     c->dkim_headers[k]);
         }
     }
     for (int k = 0; !key && k < c->dkim_keys_count + c->dkim_always_count; k++) {

@@ -162,6 +162,15 @@ struct dkim_sink {
     uint8_t buf[DKIM_SINK_BUF];
 };
 
+/* dkim_sink_start - aim an empty s at a hash (md) or, with md NULL, at vb */
+static void dkim_sink_start(struct dkim_sink *s, EVP_MD_CTX *md, struct vbuf *vb)
+{
+    s->md = md;
+    s->vb = vb;
+    s->err = 0;
+    s->n = 0;
+}
+
 /* dkim_sink_write - hand n octets to the target, bypassing the staging buffer */
 static void dkim_sink_write(struct dkim_sink *s, const void *p, size_t n)
 {
@@ -347,10 +356,7 @@ int dkim_canon_header(enum DKIM_CANON c, const uint8_t *field, size_t len, struc
     struct dkim_sink *s = malloc(sizeof(*s));
     if (s == NULL) return -1;
     if (len >= 2 && field[len - 2] == '\r' && field[len - 1] == '\n') len -= 2;
-    s->md = NULL;
-    s->vb = out;
-    s->err = 0;
-    s->n = 0;
+    dkim_sink_start(s, NULL, out);
     dkim_field_canon(s, c, field, len, true);
     dkim_sink_flush(s);
     int rc = s->err;
@@ -362,10 +368,7 @@ int dkim_canon_body(enum DKIM_CANON c, const uint8_t *body, size_t len, struct v
 {
     struct dkim_sink *s = malloc(sizeof(*s));
     if (s == NULL) return -1;
-    s->md = NULL;
-    s->vb = out;
-    s->err = 0;
-    s->n = 0;
+    dkim_sink_start(s, NULL, out);
     dkim_body_canon(s, c, body, len);
     dkim_sink_flush(s);
     int rc = s->err;
@@ -380,10 +383,7 @@ static int dkim_hash_body(struct dkim_sink *s, EVP_MD_CTX *md, const EVP_MD *sha
 {
     unsigned int dl = 0;
     if (EVP_DigestInit_ex2(md, sha256, NULL) != 1) return -1;
-    s->md = md;
-    s->vb = NULL;
-    s->err = 0;
-    s->n = 0;
+    dkim_sink_start(s, md, NULL);
     dkim_body_canon(s, c, body, len);
     dkim_sink_flush(s);
     if (s->err != 0 || EVP_DigestFinal_ex(md, dgst, &dl) != 1 || dl != 32) return -1;
@@ -1045,6 +1045,11 @@ static bool dkim_hname_ok(const char *s, size_t n)
     return true;
 }
 
+bool dkim_header_name_ok(const char *name)
+{
+    return dkim_hname_ok(name, strnlen(name, DKIM_NAME_MAX + 1));
+}
+
 /* dkim_auid_ok - i= value: printable, no ';' or whitespace, one '@' */
 static bool dkim_auid_ok(const char *s)
 {
@@ -1290,10 +1295,7 @@ int dkim_sign(const struct dkim_key *k, const struct dkim_params *p, const uint8
         dkim_errf(err, errn, "header hash failed");
         goto done;
     }
-    sink->md = md;
-    sink->vb = NULL;
-    sink->err = 0;
-    sink->n = 0;
+    dkim_sink_start(sink, md, NULL);
     for (size_t i = 0; i < nnames; i++) {
         const struct dkim_field *f = dkim_pick(msg, h, names[i].name, names[i].len);
         if (f != NULL) dkim_field_canon(sink, p->hcanon, msg + f->off, f->len, true);

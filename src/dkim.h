@@ -111,6 +111,9 @@ struct dkim_params {
 
 /* dkim_default_headers - the NULL-terminated default list of header names */
 const char *const *dkim_default_headers(void);
+/* dkim_header_name_ok - name can be a dkim_params.headers entry (RFC 5322 field
+ * name octets, 1..128 of them) */
+bool dkim_header_name_ok(const char *name);
 
 /*
  * dkim_sign - append the complete DKIM-Signature header field (name, value folded
