@@ -93,8 +93,8 @@ struct sched_job {
     uint8_t *warm_key;     /* the warm-up count it took (warmup_key), NULL if none: it
                               goes to the outcome op, or is given back unsent */
     size_t warm_keylen;
-    char *dkim; /* "domain/selector" of each DKIM signature it carries, space
-                   separated (for the accounting records); NULL = unsigned */
+    json_t *dkim; /* "domain/selector" of each DKIM signature it carries (for the
+                     accounting records); NULL = unsigned */
 
     /* while being sent */
     const char **rcpt_ptrs;
@@ -252,7 +252,7 @@ struct sched_out {
     char source_name[SHAPE_NAME_MAX];
     char source_addr[64];
     char pool[SHAPE_NAME_MAX];
-    char *dkim; /* the job's signatures (taken over from it), NULL = unsigned */
+    json_t *dkim; /* the job's signatures (taken over from it), NULL = unsigned */
     uint8_t warm_key[WARMUP_KEY_MAX]; /* the warm-up count committed with the outcomes */
     struct spool_count warm_count;
     /* per outcome: the failure's classification, and what it suppresses */
@@ -388,7 +388,7 @@ static void sched_job_free(struct sched *s, struct sched_job *job, bool drop_key
     s->ready -= job->nrcpt;
     sched_job_warm_return(s, job);
     free(job->mail_from);
-    free(job->dkim);
+    json_decref(job->dkim);
     free(job->rcpts);
     free(job->rcpt_ptrs);
     free(job->replies);
@@ -870,19 +870,6 @@ static void sched_out_free_texts(struct sched_out *o)
         free((char *)o->outs[i].reply);
 }
 
-/* sched_dkim_list - the space-separated "domain/selector" list as a JSON array */
-static json_t *sched_dkim_list(const char *list)
-{
-    json_t *a = json_array();
-    for (const char *p = list; *p;) {
-        size_t n = strcspn(p, " ");
-        if (n) json_array_append_new(a, json_stringn(p, n));
-        p += n;
-        p += strspn(p, " ");
-    }
-    return a;
-}
-
 /* sched_out_done - the spool committed a job's outcomes: write the accounting
  * records, let the recipients leave the in-flight set, free the op */
 static void sched_out_done(void *ctx, struct engine_job *ej)
@@ -913,7 +900,7 @@ static void sched_out_done(void *ctx, struct engine_job *ej)
             (json_int_t)((now - o->msg->created_ms) / 1000));
         json_object_set_new(rec, "vmta", json_string(o->source_name));
         json_object_set_new(rec, "pool", json_string(o->pool));
-        if (o->dkim) json_object_set_new(rec, "dkim", sched_dkim_list(o->dkim));
+        if (o->dkim) json_object_set(rec, "dkim", o->dkim);
         if (o->verdicts && out->kind != SPOOL_OUT_DELIVERED) {
             json_object_set_new(rec, "category", json_string(bounce_cat_str(o->verdicts[i].cat)));
             json_object_set_new(rec, "hard", json_boolean(o->verdicts[i].hard));
@@ -948,7 +935,7 @@ static void sched_out_done(void *ctx, struct engine_job *ej)
     }
     free(ej->op.purged);
     free(o->verdicts);
-    free(o->dkim);
+    json_decref(o->dkim);
     free(o->sbuf);
     free(o->supp);
     free(o->soft);
@@ -1453,18 +1440,15 @@ static void sched_dkim_sign(struct sched *s, struct sched_job *job, bool convert
         names[s->conf->dkim_headers_count] = NULL;
         p.headers = names;
     }
-    struct vbuf sigs, who;
-    bool who_ok = true;
+    struct vbuf sigs;
     vbuf_init(&sigs, SIZE_MAX);
-    vbuf_init(&who, SIZE_MAX);
+    json_t *who = json_array();
     for (int i = 0; i < nuse; i++) {
         char err[200];
         if (dkim_sign(use[i], &p, job->content.data, job->content.len, &sigs, err, sizeof err) ==
             0) {
-            const char *d = dkim_key_domain(use[i]), *sel = dkim_key_selector(use[i]);
-            if ((who.len && vbuf_append(&who, " ", 1) < 0) || vbuf_append(&who, d, strlen(d)) < 0 ||
-                vbuf_append(&who, "/", 1) < 0 || vbuf_append(&who, sel, strlen(sel)) < 0)
-                who_ok = false;
+            json_array_append_new(who, json_sprintf("%s/%s", dkim_key_domain(use[i]),
+                                                    dkim_key_selector(use[i])));
         } else {
             char idtxt[MSGID_STR_LEN + 1];
             msgid_format(job->msg->id, idtxt);
@@ -1477,15 +1461,12 @@ static void sched_dkim_sign(struct sched *s, struct sched_job *job, bool convert
     if (sigs.len > 0 && vbuf_append(&sigs, job->content.data, job->content.len) == 0) {
         vbuf_free(&job->content);
         job->content = sigs;
-        sigs.data = NULL;
-        if (who_ok && vbuf_append(&who, "", 1) == 0) {
-            free(job->dkim);
-            job->dkim = (char *)who.data; /* the job owns the list now */
-            who.data = NULL;
-        }
+        json_decref(job->dkim);
+        job->dkim = who; /* the job owns the list now */
+    } else {
+        vbuf_free(&sigs);
+        json_decref(who);
     }
-    vbuf_free(&sigs);
-    vbuf_free(&who);
 }
 
 /*
@@ -1530,7 +1511,7 @@ static void sched_job_unprepare(struct sched *s, struct sched_job *job)
     sched_job_warm_return(s, job);
     free(job->mail_from);
     job->mail_from = NULL;
-    free(job->dkim);
+    json_decref(job->dkim);
     job->dkim = NULL;
     vbuf_free(&job->content);
     free(job->rcpt_ptrs);
