@@ -27,7 +27,7 @@ def session(host, port, first, count, nrcpt, domains, errors):
     reply(f)
     s.sendall(b"EHLO bulk.bench\r\n")
     reply(f)
-    body = b"Subject: queue fill\r\n\r\n" + b"x" * 76 + b"\r\n"
+    body = b"From: <bulk@sender.example>\r\nSubject: queue fill\r\n\r\n" + b"x" * 76 + b"\r\n"
     body = body + (b"y" * 76 + b"\r\n") * 24
     for m in range(first, first + count):
         cmds = [b"MAIL FROM:<bulk@sender.example>\r\n"]
@@ -41,8 +41,9 @@ def session(host, port, first, count, nrcpt, domains, errors):
             errors.append(codes)
             return
         s.sendall(body + b".\r\n")
-        if reply(f) != 250:
-            errors.append("data")
+        code = reply(f)
+        if code != 250:
+            errors.append("DATA refused: %d" % code)
             return
     s.sendall(b"QUIT\r\n")
     s.close()

@@ -5,7 +5,8 @@
 # logs under $WORK.  volleyd runs in the foreground as a child, so the rig's reaper
 # accounts for it.  VOLLEY_BIN overrides the binary (default build-bench/volleyd);
 # VOLLEY_RULES names a shaping rules file (default: none, the built-in rules);
-# VOLLEY_DKIM a signing key entry "domain:selector:/path/key.pem" (default: none).
+# VOLLEY_DKIM a signing key entry "domain:selector:/path/key.pem" (default: none);
+# VOLLEY_SPOOL_OPTS and VOLLEY_DELIVERY_OPTS settings added to those groups.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${VOLLEY_BIN:-$here/../build-bench/volleyd}
@@ -14,7 +15,7 @@ start)
     dkim_keys=""
     [ -n "${VOLLEY_DKIM:-}" ] && dkim_keys="\"$VOLLEY_DKIM\""
     cat >"$WORK/volley.conf" <<CONF
-spool: { dir = "$WORK/spool"; map_size_mb = 16384; };
+spool: { dir = "$WORK/spool"; map_size_mb = 16384; ${VOLLEY_SPOOL_OPTS:-} };
 inject: { unix_socket = ""; tcp_listen = [ "$INJECT_ADDR:$INJECT_PORT" ];
           hostname = "volley.bench"; max_connections = 2000; };
 delivery: { ${VOLLEY_DELIVERY_OPTS:-} };
