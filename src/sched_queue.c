@@ -125,14 +125,35 @@ struct sched_pair {
     int64_t day, sent_today; /* messages today (UTC), for volleyctl sites */
 };
 
+/*
+ * A site's queue is made of lanes: the jobs of one domain, one pool and one meant
+ * source (job->src, under one rule set), in FIFO order.  Picks and dispatch look at
+ * lanes, so a domain at its connection limit or a lane meant for another source is
+ * passed over once, not once per queued job: with one FIFO per site a backlog of n
+ * jobs cost O(n) per message picked, and draining it O(n^2) (bench/README.md).
+ * Lanes take turns (the one a job was picked from goes to the back), so a domain
+ * with a little mail is not stuck behind one with a lot.  A lane exists while it
+ * holds jobs.
+ */
+struct sched_lane {
+    struct sched_site *site;
+    struct sched_domain *dom;
+    const struct shape_pool *pool;
+    unsigned gen; /* the rules_gen pool and src belong to */
+    int src;
+    struct sched_job *head, **tail;
+    struct sched_lane *next, **pprev; /* the site's lanes, in turn order */
+    struct sched_lane *dom_next;      /* the domain's lanes, at any site */
+};
+
 struct sched_site {
     struct sched *s;
     char *key;  /* what makes routes share the site: pattern name or address set */
     char *name; /* shown in logs and volleyctl: pattern name or the MX host names */
     struct sched_host *hosts;
     int nhosts;
-    struct sched_job *head, **tail;
-    size_t queued;
+    struct sched_lane *lanes, **lanes_tail; /* the lanes holding jobs */
+    size_t queued;                           /* jobs in them */
     struct sched_conn *conns;
     int nconn, nconnecting;
     int64_t down_until_ms;
@@ -168,7 +189,8 @@ struct sched_domain {
     bool resolving;
     uint64_t dns_req;
     struct sched_job *wait_head, **wait_tail;
-    int active; /* jobs in a transaction */
+    struct sched_lane *lanes; /* its queued jobs, by site, pool and source */
+    int active;               /* jobs in a transaction */
     struct sched_domain *next;
 };
 
@@ -546,7 +568,7 @@ static struct sched_site *sched_site_get(struct sched *s, char *key, char *name)
     site->s = s;
     site->key = key;
     site->name = name;
-    site->tail = &site->head;
+    site->lanes_tail = &site->lanes;
     site->next = s->sites;
     s->sites = site;
     return site;
@@ -1326,13 +1348,136 @@ static void sched_conn_free(struct sched_conn *conn)
     free(conn);
 }
 
+/* ---------------------------------------------------------------- lanes */
+
+/* sched_lane_get - site's lane for job's domain, pool and source: a new one, empty
+ * and not on the site's list, when there is none.  job's pool is current. */
+static struct sched_lane *sched_lane_get(struct sched_site *site, const struct sched_job *job)
+{
+    struct sched_domain *d = job->dom;
+    for (struct sched_lane *l = d->lanes; l; l = l->dom_next)
+        if (l->site == site && l->pool == job->pool && l->gen == job->pool_gen &&
+            l->src == job->src)
+            return l;
+    struct sched_lane *l = xcalloc(1, sizeof *l);
+    l->site = site;
+    l->dom = d;
+    l->pool = job->pool;
+    l->gen = job->pool_gen;
+    l->src = job->src;
+    l->tail = &l->head;
+    l->dom_next = d->lanes;
+    d->lanes = l;
+    return l;
+}
+
+static void sched_lane_link(struct sched_site *site, struct sched_lane *l, bool front)
+{
+    if (front) {
+        l->next = site->lanes;
+        if (l->next) l->next->pprev = &l->next;
+        else site->lanes_tail = &l->next;
+        site->lanes = l;
+        l->pprev = &site->lanes;
+    } else {
+        l->next = NULL;
+        l->pprev = site->lanes_tail;
+        *site->lanes_tail = l;
+        site->lanes_tail = &l->next;
+    }
+}
+
+static void sched_lane_unlink(struct sched_site *site, struct sched_lane *l)
+{
+    *l->pprev = l->next;
+    if (l->next) l->next->pprev = l->pprev;
+    else site->lanes_tail = l->pprev;
+    l->next = NULL;
+    l->pprev = NULL;
+}
+
+/* sched_lane_drop - free l, empty and off its site's list */
+static void sched_lane_drop(struct sched_lane *l)
+{
+    struct sched_lane **pp = &l->dom->lanes;
+    while (*pp != l)
+        pp = &(*pp)->dom_next;
+    *pp = l->dom_next;
+    free(l);
+}
+
+/* sched_lane_push - queue job in its lane at site, at the back or the front; a lane
+ * that was empty joins the site's turn order at the same end */
+static void sched_lane_push(struct sched_site *site, struct sched_job *job, bool front)
+{
+    sched_job_pool(site->s, job); /* the lane key is the current pool and source */
+    struct sched_lane *l = sched_lane_get(site, job);
+    if (!l->head) sched_lane_link(site, l, front);
+    if (front) {
+        job->next = l->head;
+        if (l->tail == &l->head) l->tail = &job->next;
+        l->head = job;
+    } else {
+        job->next = NULL;
+        *l->tail = job;
+        l->tail = &job->next;
+    }
+    site->queued++;
+}
+
+/* sched_lane_take - take job (after prev in l, NULL: l's head) out of its lane.
+ * rotate: the lane's turn is over, it goes to the back.  An emptied lane goes. */
+static void sched_lane_take(struct sched_site *site, struct sched_lane *l, struct sched_job *prev,
+                            struct sched_job *job, bool rotate)
+{
+    struct sched_job **jp = prev ? &prev->next : &l->head;
+    *jp = job->next;
+    if (l->tail == &job->next) l->tail = jp;
+    job->next = NULL;
+    site->queued--;
+    if (!l->head) {
+        sched_lane_unlink(site, l);
+        sched_lane_drop(l);
+    } else if (rotate && l->next) {
+        sched_lane_unlink(site, l);
+        sched_lane_link(site, l, false);
+    }
+}
+
+/* sched_site_drain - every queued job of site as one list; the lanes go */
+static struct sched_job *sched_site_drain(struct sched_site *site)
+{
+    struct sched_job *list = NULL, **tail = &list;
+    while (site->lanes) {
+        struct sched_lane *l = site->lanes;
+        *tail = l->head;
+        tail = l->tail;
+        sched_lane_unlink(site, l);
+        sched_lane_drop(l);
+    }
+    site->queued = 0;
+    return list;
+}
+
+/* sched_lane_fits - may pair send lane l's jobs?  sched_job_fits for a whole lane;
+ * a lane from before a reload leaves it to each job */
+static bool sched_lane_fits(struct sched *s, struct sched_site *site, const struct sched_lane *l,
+                            const struct sched_pair *pair, int64_t now)
+{
+    if (l->gen != s->rules_gen) return true;
+    if (!sched_pool_has(l->pool, pair->src)) return false;
+    if (l->src < 0 || l->src == pair->src) return true;
+    struct sched_pair *meant = sched_site_pair(site, l->src);
+    return !meant || sched_pair_wait(s, site, meant, now) > SCHED_REASSIGN_MS;
+}
+
 /*
- * sched_site_pick - take the first queued job conn may carry.  chain_dom NULL: a
- * job whose domain is under its limit.  Otherwise a job to chain behind one of
- * chain_dom on a busy connection - only where it costs no parallelism: one of
- * chain_dom that no other connection may take (the domain is at its limit), or,
- * when the site has no idle connection and no room for another, any job a new
- * transaction could take.
+ * sched_site_pick - take the first queued job conn may carry, in lane turn order.
+ * chain_dom NULL: a job whose domain is under its limit.  Otherwise a job to chain
+ * behind one of chain_dom on a busy connection - only where it costs no
+ * parallelism: one of chain_dom that no other connection may take (the domain is
+ * at its limit), or, when the site has no idle connection and no room for another,
+ * any job a new transaction could take.
  */
 static struct sched_job *sched_site_pick(struct sched *s, struct sched_site *site,
                                          const struct sched_domain *chain_dom,
@@ -1344,33 +1489,33 @@ static struct sched_job *sched_site_pick(struct sched *s, struct sched_site *sit
         site_full = site->nconn >= s->conf->delivery_max_conn_site;
         for (struct sched_conn *c = site->conns; c && site_full; c = c->next)
             site_full = c->state != SCHED_CONN_IDLE;
+        /* with room for parallelism only chain_dom's own lanes qualify: look at
+         * those, not at every lane of the site */
+        if (!site_full && chain_dom->active < dom_max) return NULL;
     }
-    struct sched_job **pp = &site->head, *prev = NULL;
     int64_t now = pair ? now_ms() : 0;
-    for (; *pp; prev = *pp, pp = &(*pp)->next) {
-        struct sched_job *job = *pp;
-        if (pair && !sched_job_fits(s, site, job, pair, now)) continue;
-        bool at_limit = job->dom->active >= dom_max;
+    struct sched_lane *l = chain_dom && !site_full ? chain_dom->lanes : site->lanes;
+    for (; l; l = chain_dom && !site_full ? l->dom_next : l->next) {
+        if (l->site != site) continue; /* chain_dom's lane at another site */
+        bool at_limit = l->dom->active >= dom_max;
         if (!chain_dom ? at_limit
-                       : job->dom == chain_dom ? !(at_limit || site_full)
-                                               : !(site_full && !at_limit))
+                       : l->dom == chain_dom ? !(at_limit || site_full)
+                                             : !(site_full && !at_limit))
             continue;
-        *pp = job->next;
-        if (site->tail == &job->next) site->tail = prev ? &prev->next : &site->head;
-        job->next = NULL;
-        site->queued--;
-        return job;
+        if (pair && !sched_lane_fits(s, site, l, pair, now)) continue;
+        for (struct sched_job *job = l->head, *prev = NULL; job; prev = job, job = job->next) {
+            if (pair && !sched_job_fits(s, site, job, pair, now)) continue;
+            sched_lane_take(site, l, prev, job, true);
+            return job;
+        }
     }
     return NULL;
 }
 
-/* sched_site_unpick - put a job that was picked but never sent back at the head */
+/* sched_site_unpick - put a job that was picked but never sent back at the front */
 static void sched_site_unpick(struct sched_site *site, struct sched_job *job)
 {
-    job->next = site->head;
-    site->head = job;
-    if (site->tail == &site->head) site->tail = &job->next;
-    site->queued++;
+    sched_lane_push(site, job, true);
 }
 
 /* sched_refuse - the transaction fails locally with this reply, unsent */
@@ -1792,11 +1937,7 @@ static void sched_site_down(struct sched *s, struct sched_site *site, const char
                         (json_int_t)s->conf->delivery_site_down_s));
     struct smtpc_reply r;
     sched_reply_set(&r, 0, "4.4.1", why);
-    struct sched_job *list = site->head;
-    site->head = NULL;
-    site->tail = &site->head;
-    site->queued = 0;
-    sched_finish_list(s, list, &r);
+    sched_finish_list(s, sched_site_drain(site), &r);
 }
 
 static void sched_conn_closed(void *arg, enum SMTPC_FAIL why, const struct smtpc_reply *last)
@@ -1876,27 +2017,27 @@ static void sched_site_shape_tick(struct sched *s, struct sched_site *site, int6
     for (int k = 0; k < site->npairs && !any_held; k++)
         any_held = sched_pair_wait(s, site, site->pairs[k], now) > SCHED_HOLD_MAX_MS;
     if (!any_held || !site->queued) return;
-    struct sched_job **pp = &site->head, *prev = NULL, *held = NULL;
-    while (*pp) {
-        struct sched_job *job = *pp;
-        const struct shape_pool *pool = sched_job_pool(s, job);
-        int64_t best = INT64_MAX;
-        for (int i = 0; pool && i < pool->nmembers && best > 0; i++) {
-            struct sched_pair *p = sched_site_pair(site, pool->members[i].source);
-            int64_t w = p ? sched_pair_wait(s, site, p, now) : INT64_MAX;
-            if (w < best) best = w;
+    struct sched_job *held = NULL;
+    for (struct sched_lane *l = site->lanes, *lnext; l; l = lnext) {
+        lnext = l->next;
+        for (struct sched_job *job = l->head, *prev = NULL, *jnext; job; job = jnext) {
+            jnext = job->next;
+            const struct shape_pool *pool = sched_job_pool(s, job);
+            int64_t best = INT64_MAX;
+            for (int i = 0; pool && i < pool->nmembers && best > 0; i++) {
+                struct sched_pair *p = sched_site_pair(site, pool->members[i].source);
+                int64_t w = p ? sched_pair_wait(s, site, p, now) : INT64_MAX;
+                if (w < best) best = w;
+            }
+            if (best <= SCHED_HOLD_MAX_MS) {
+                prev = job;
+                continue;
+            }
+            sched_lane_take(site, l, prev, job, false); /* the last one frees l */
+            job->hold_until_ms = best == INT64_MAX ? now + 3600000 : now + best;
+            job->next = held;
+            held = job;
         }
-        if (best <= SCHED_HOLD_MAX_MS) {
-            prev = job;
-            pp = &job->next;
-            continue;
-        }
-        *pp = job->next;
-        if (site->tail == &job->next) site->tail = prev ? &prev->next : &site->head;
-        site->queued--;
-        job->hold_until_ms = best == INT64_MAX ? now + 3600000 : now + best;
-        job->next = held;
-        held = job;
     }
     while (held) {
         struct sched_job *job = held;
@@ -2044,9 +2185,10 @@ static void sched_dispatch(struct sched *s, struct sched_site *site)
         if (conn->state == SCHED_CONN_IDLE) sched_conn_next(conn);
     int64_t now = now_ms(), wait = INT64_MAX;
     int scanned = 0;
-    for (struct sched_job *job = site->head;
-         job && scanned < SCHED_OPEN_SCAN && (size_t)site->nconnecting < site->queued;
-         job = job->next, scanned++) {
+    struct sched_lane *l = site->lanes;
+    struct sched_job *job = l ? l->head : NULL;
+    for (; job && scanned < SCHED_OPEN_SCAN && (size_t)site->nconnecting < site->queued;
+         scanned++, job = job->next ? job->next : (l = l->next) ? l->head : NULL) {
         if (site->nconn >= site->lim.max_connections_site) {
             /* full: make room for this job's pool, one connection per pass (the
              * closing connection dispatches again) */
@@ -2087,11 +2229,8 @@ static void sched_enqueue(struct sched *s, struct sched_job *job)
         sched_finish(s, job, NULL, &r);
         return;
     }
-    job->next = NULL;
     job->src = sched_site_turn(s, site, sched_job_pool(s, job), now_ms());
-    *site->tail = job;
-    site->tail = &job->next;
-    site->queued++;
+    sched_lane_push(site, job, false);
     sched_dispatch(s, site);
 }
 
@@ -2255,34 +2394,45 @@ static void sched_load_one(void *arg, const struct spool_due_item *item,
     rc->addr = xstrdup(r->addr);
 }
 
-/* sched_load - pull due recipients into memory, up to max_ready; returns how many */
+/* sched_load_scan - load due keys after *cur (all from from_ms when !*have), up to
+ * max_ready (a batch never takes more than the room left); *cur follows the scan */
+static void sched_load_scan(struct sched *s, struct spool_due_item *cur, bool *have,
+                            int64_t from_ms, int64_t now)
+{
+    struct spool_due_item items[SCHED_SCAN_BATCH];
+    const size_t max = (size_t)s->conf->delivery_max_ready;
+    while (s->ready < max) {
+        size_t want = max - s->ready < SCHED_SCAN_BATCH ? max - s->ready : SCHED_SCAN_BATCH;
+        int n = spool_due_scan(s->p.spool, *have ? cur : NULL, from_ms, now, items, want);
+        if (n <= 0) break;
+        spool_load_rcpts(s->p.spool, items, (size_t)n, sched_load_one, s);
+        sched_flush_open(s);
+        *cur = items[n - 1];
+        *have = true;
+        if ((size_t)n < want) break;
+    }
+}
+
+/*
+ * sched_load - pull due recipients into memory, up to max_ready; returns how many.
+ * The rewind scan has a cursor of its own: were it to move the main one to the
+ * newest keys, every key between the two would wait for the next full rescan (with
+ * a backlog of more than a few seconds of mail, a stall of up to a minute).
+ */
 static size_t sched_load(struct sched *s)
 {
     int64_t now = now_ms();
     size_t before = s->ready;
-    const struct spool_due_item *after = s->have_cursor ? &s->cursor : NULL;
-    int64_t from = 0;
-
     if (now - s->last_full_ms >= SCHED_FULL_SCAN_MS) {
-        after = NULL;
-        from = 0;
+        s->have_cursor = false; /* from the first key again */
         s->last_full_ms = s->last_rewind_ms = now;
     } else if (now - s->last_rewind_ms >= 1000) {
-        after = NULL;
-        from = s->last_rewind_ms - SCHED_REWIND_MS;
+        struct spool_due_item rewind;
+        bool have = false;
+        sched_load_scan(s, &rewind, &have, s->last_rewind_ms - SCHED_REWIND_MS, now);
         s->last_rewind_ms = now;
     }
-    struct spool_due_item items[SCHED_SCAN_BATCH];
-    while (s->ready < (size_t)s->conf->delivery_max_ready) {
-        int n = spool_due_scan(s->p.spool, after, from, now, items, SCHED_SCAN_BATCH);
-        if (n <= 0) break;
-        spool_load_rcpts(s->p.spool, items, (size_t)n, sched_load_one, s);
-        sched_flush_open(s);
-        s->cursor = items[n - 1];
-        s->have_cursor = true;
-        after = &s->cursor;
-        if (n < SCHED_SCAN_BATCH) break;
-    }
+    sched_load_scan(s, &s->cursor, &s->have_cursor, 0, now);
     return s->ready - before;
 }
 
@@ -2360,13 +2510,10 @@ void sched_stop(struct sched *s, void (*done)(void *arg), void *arg)
             }
             sched_conn_free(conn);
         }
-        while (site->head) {
-            struct sched_job *job = site->head;
-            site->head = job->next;
+        for (struct sched_job *job = sched_site_drain(site), *nx; job; job = nx) {
+            nx = job->next;
             sched_job_free(s, job, true);
         }
-        site->tail = &site->head;
-        site->queued = 0;
     }
     for (size_t i = 0; i < s->domcap; i++) {
         for (struct sched_domain *d = s->domtab[i]; d; d = d->next) {

@@ -236,6 +236,59 @@ def test_queue_larger_than_max_ready(mailnet, volley_factory):
     assert len(got) == 1500 and len(set(got)) == 1500
 
 
+def test_loader_keeps_its_place_past_a_rewind(mailnet, volley_factory):
+    # Mail queued in two bursts 5 s apart, then delivery starts with room for 100
+    # recipients in memory, so the loader is still inside the first burst when its
+    # once-a-second rewind scan finds the second (due a moment before the start).
+    # The rewind must not move the loader's place to the newest keys: everything
+    # between would wait for the once-a-minute full rescan.
+    mailnet.start_dns(hosts={"mx.rw.test": "127.0.0.2"}, mx=[("rw.test", "mx.rw.test", 10)])
+    host = mailnet.smtpd("127.0.0.2", "mx.rw.test")
+    host.handler.data_delay = 0.02  # 4 connections: about 2,000 recipients a second
+    v = volley_factory()  # no delivery while the queue fills
+    older = [(SENDER, ["o%d.%d@rw.test" % (i, k) for k in range(10)], make_body("old %d" % i))
+             for i in range(1000)]
+    old_ids = inject_many(v, older, sessions=4)
+    time.sleep(5)
+    new_id = v.inject(SENDER, ["n@rw.test"], make_body("new"))
+    v.stop()
+    v.settings.update(mailnet.settings({"delivery.max_ready": 100,
+                                        "delivery.max_connections_per_site": 4}))
+    v.start()
+    expected = {(m, r) for m, (_, rcpts, _) in zip(old_ids, older) for r in rcpts}
+    expected.add((new_id, "n@rw.test"))
+    # a few seconds of delivery here; a stalled loader would hold most of the first
+    # burst until its full rescan, a minute after the start
+    out = wait_final(v, expected, timeout=40)
+    assert all([r["type"] for r in recs] == ["delivered"] for recs in out.values())
+    assert len({r for e in host.envelopes for r in e.rcpt_tos}) == 10001
+
+
+def test_domains_of_a_site_take_turns(mailnet, volley_factory):
+    # One connection to a site that serves two domains, 150 messages queued for
+    # big.test before 5 for small.test: the domains take turns on the connection,
+    # so small.test's mail does not wait behind all of big.test's.
+    mailnet.start_dns(hosts={"mx.turn.test": "127.0.0.2"},
+                      mx=[("big.test", "mx.turn.test", 10), ("small.test", "mx.turn.test", 10)])
+    host = mailnet.smtpd("127.0.0.2", "mx.turn.test")
+    v = volley_factory()  # no delivery while the queue fills
+    big = [(SENDER, ["b%d@big.test" % i], make_body("big %d" % i)) for i in range(150)]
+    small = [(SENDER, ["s%d@small.test" % i], make_body("small %d" % i)) for i in range(5)]
+    big_ids = inject_many(v, big)
+    small_ids = inject_many(v, small)
+    v.stop()
+    v.settings.update(mailnet.settings({"delivery.max_connections_per_site": 1}))
+    v.start()
+    expected = {(m, r[0]) for m, (_, r, _) in zip(big_ids + small_ids, big + small)}
+    wait_final(v, expected, timeout=60)
+    order = [r for e in host.envelopes for r in e.rcpt_tos]
+    assert len(order) == 155
+    last_small = max(order.index("s%d@small.test" % i) for i in range(5))
+    # in turns, small.test's fifth message is about the tenth sent
+    assert last_small < 20, "small.test's mail went out as number %d of 155" % (last_small + 1)
+    assert host.handler.max_active == 1
+
+
 def test_connection_limits_per_domain_and_site(mailnet, volley_factory):
     mailnet.start_dns(hosts={"mx.lim.test": "127.0.0.2"},
                       mx=[("l1.test", "mx.lim.test", 10), ("l2.test", "mx.lim.test", 10)])
