@@ -7,7 +7,8 @@
  * jobs (one message, one domain, up to max_recipients_per_transaction), resolves
  * the domain (dns_) and hands the job to the domain's *site*: the set of domains
  * whose MX host set is the same (or whose first MX host matches a configured
- * pattern).  Each site has a FIFO of jobs and a pool of smtpc_ connections limited
+ * pattern).  Each site has a queue of jobs (FIFO lanes per domain, pool and source
+ * that take turns) and a pool of smtpc_ connections limited
  * by max_connections_per_site (and per domain); a connection that finishes a
  * transaction takes the next job of its site, up to max_messages_per_connection,
  * and QUITs after idle_timeout.  Outcomes go back to the spool in one op per job;
