@@ -59,6 +59,21 @@ CONF
             grep -q mx && break
         sleep 0.1
     done
+    # A DNS server or sink left over from another run keeps the port: ours then
+    # exits at once, and the other one would answer without this run's records
+    sleep 0.2
+    failed=""
+    kill -0 "$(cat "$dir/dnsmasq.bgpid")" 2>/dev/null ||
+        failed="dnsmasq on 127.0.0.1:$dns_port ($(tail -1 "$dir/dnsmasq.log"))"
+    for a in 21 22 23 24 25; do
+        kill -0 "$(cat "$dir/sink-127.0.0.$a.pid")" 2>/dev/null ||
+            failed="$failed${failed:+, }smtp-sink on 127.0.0.$a:$mx_port ($(tail -1 "$dir/sink-127.0.0.$a.err"))"
+    done
+    if [ -n "$failed" ]; then
+        echo "testnet: did not start: $failed; is another test network still up?" >&2
+        "$0" down "$dir"
+        exit 1
+    fi
     ;;
 down)
     for f in "$dir"/sink-*.pid "$dir"/dnsmasq.bgpid; do
