@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 
 #define SCHED_SCAN_BATCH   1024
 #define SCHED_TICK_BUSY_MS 20
@@ -142,9 +143,10 @@ struct sched_lane {
     unsigned gen; /* the rules_gen pool and src belong to */
     int src;
     struct sched_job *head, **tail;
-    struct sched_lane *next, **pprev; /* the site's lanes, in turn order */
-    struct sched_lane *dom_next;      /* the domain's lanes, at any site */
+    TAILQ_ENTRY(sched_lane) turn; /* the site's lanes, in turn order */
+    LIST_ENTRY(sched_lane) of_dom; /* the domain's lanes, at any site */
 };
+TAILQ_HEAD(sched_lane_turns, sched_lane);
 
 struct sched_site {
     struct sched *s;
@@ -152,8 +154,8 @@ struct sched_site {
     char *name; /* shown in logs and volleyctl: pattern name or the MX host names */
     struct sched_host *hosts;
     int nhosts;
-    struct sched_lane *lanes, **lanes_tail; /* the lanes holding jobs */
-    size_t queued;                           /* jobs in them */
+    struct sched_lane_turns lanes; /* the lanes holding jobs */
+    size_t queued;                 /* jobs in them */
     struct sched_conn *conns;
     int nconn, nconnecting;
     int64_t down_until_ms;
@@ -189,8 +191,8 @@ struct sched_domain {
     bool resolving;
     uint64_t dns_req;
     struct sched_job *wait_head, **wait_tail;
-    struct sched_lane *lanes; /* its queued jobs, by site, pool and source */
-    int active;               /* jobs in a transaction */
+    LIST_HEAD(, sched_lane) lanes; /* its queued jobs, by site, pool and source */
+    int active;                    /* jobs in a transaction */
     struct sched_domain *next;
 };
 
@@ -568,7 +570,7 @@ static struct sched_site *sched_site_get(struct sched *s, char *key, char *name)
     site->s = s;
     site->key = key;
     site->name = name;
-    site->lanes_tail = &site->lanes;
+    TAILQ_INIT(&site->lanes);
     site->next = s->sites;
     s->sites = site;
     return site;
@@ -734,17 +736,25 @@ static int sched_site_turn(struct sched *s, struct sched_site *site,
 }
 
 /*
- * sched_job_fits - may pair send job?  Its pool must hold the pair's source, and
- * the job must be meant for it, or for any source, or for one that cannot send
- * within SCHED_REASSIGN_MS.
+ * sched_fits - may pair send mail of pool meant for source src (-1 = any)?  The
+ * pool must hold the pair's source, and the mail must be meant for it, or for any
+ * source, or for one that cannot send within SCHED_REASSIGN_MS.
  */
+static bool sched_fits(struct sched *s, struct sched_site *site, const struct shape_pool *pool,
+                       int src, const struct sched_pair *pair, int64_t now)
+{
+    if (!sched_pool_has(pool, pair->src)) return false;
+    if (src < 0 || src == pair->src) return true;
+    struct sched_pair *meant = sched_site_pair(site, src);
+    return !meant || sched_pair_wait(s, site, meant, now) > SCHED_REASSIGN_MS;
+}
+
+/* sched_job_fits - sched_fits for job (its pool first: a reload resets its source) */
 static bool sched_job_fits(struct sched *s, struct sched_site *site, struct sched_job *job,
                            const struct sched_pair *pair, int64_t now)
 {
-    if (!sched_pool_has(sched_job_pool(s, job), pair->src)) return false;
-    if (job->src < 0 || job->src == pair->src) return true;
-    struct sched_pair *meant = sched_site_pair(site, job->src);
-    return !meant || sched_pair_wait(s, site, meant, now) > SCHED_REASSIGN_MS;
+    const struct shape_pool *pool = sched_job_pool(s, job);
+    return sched_fits(s, site, pool, job->src, pair, now);
 }
 
 /* sched_pair_ring - move the per-second ring up to now's second, clearing the
@@ -1355,54 +1365,27 @@ static void sched_conn_free(struct sched_conn *conn)
 static struct sched_lane *sched_lane_get(struct sched_site *site, const struct sched_job *job)
 {
     struct sched_domain *d = job->dom;
-    for (struct sched_lane *l = d->lanes; l; l = l->dom_next)
+    struct sched_lane *l;
+    LIST_FOREACH(l, &d->lanes, of_dom)
         if (l->site == site && l->pool == job->pool && l->gen == job->pool_gen &&
             l->src == job->src)
             return l;
-    struct sched_lane *l = xcalloc(1, sizeof *l);
+    l = xcalloc(1, sizeof *l);
     l->site = site;
     l->dom = d;
     l->pool = job->pool;
     l->gen = job->pool_gen;
     l->src = job->src;
     l->tail = &l->head;
-    l->dom_next = d->lanes;
-    d->lanes = l;
+    LIST_INSERT_HEAD(&d->lanes, l, of_dom);
     return l;
 }
 
-static void sched_lane_link(struct sched_site *site, struct sched_lane *l, bool front)
+/* sched_lane_drop - free l, emptied: off its site's turns and its domain's lanes */
+static void sched_lane_drop(struct sched_site *site, struct sched_lane *l)
 {
-    if (front) {
-        l->next = site->lanes;
-        if (l->next) l->next->pprev = &l->next;
-        else site->lanes_tail = &l->next;
-        site->lanes = l;
-        l->pprev = &site->lanes;
-    } else {
-        l->next = NULL;
-        l->pprev = site->lanes_tail;
-        *site->lanes_tail = l;
-        site->lanes_tail = &l->next;
-    }
-}
-
-static void sched_lane_unlink(struct sched_site *site, struct sched_lane *l)
-{
-    *l->pprev = l->next;
-    if (l->next) l->next->pprev = l->pprev;
-    else site->lanes_tail = l->pprev;
-    l->next = NULL;
-    l->pprev = NULL;
-}
-
-/* sched_lane_drop - free l, empty and off its site's list */
-static void sched_lane_drop(struct sched_lane *l)
-{
-    struct sched_lane **pp = &l->dom->lanes;
-    while (*pp != l)
-        pp = &(*pp)->dom_next;
-    *pp = l->dom_next;
+    TAILQ_REMOVE(&site->lanes, l, turn);
+    LIST_REMOVE(l, of_dom);
     free(l);
 }
 
@@ -1412,7 +1395,10 @@ static void sched_lane_push(struct sched_site *site, struct sched_job *job, bool
 {
     sched_job_pool(site->s, job); /* the lane key is the current pool and source */
     struct sched_lane *l = sched_lane_get(site, job);
-    if (!l->head) sched_lane_link(site, l, front);
+    if (!l->head) {
+        if (front) TAILQ_INSERT_HEAD(&site->lanes, l, turn);
+        else TAILQ_INSERT_TAIL(&site->lanes, l, turn);
+    }
     if (front) {
         job->next = l->head;
         if (l->tail == &l->head) l->tail = &job->next;
@@ -1436,11 +1422,10 @@ static void sched_lane_take(struct sched_site *site, struct sched_lane *l, struc
     job->next = NULL;
     site->queued--;
     if (!l->head) {
-        sched_lane_unlink(site, l);
-        sched_lane_drop(l);
-    } else if (rotate && l->next) {
-        sched_lane_unlink(site, l);
-        sched_lane_link(site, l, false);
+        sched_lane_drop(site, l);
+    } else if (rotate && TAILQ_NEXT(l, turn)) {
+        TAILQ_REMOVE(&site->lanes, l, turn);
+        TAILQ_INSERT_TAIL(&site->lanes, l, turn);
     }
 }
 
@@ -1448,27 +1433,14 @@ static void sched_lane_take(struct sched_site *site, struct sched_lane *l, struc
 static struct sched_job *sched_site_drain(struct sched_site *site)
 {
     struct sched_job *list = NULL, **tail = &list;
-    while (site->lanes) {
-        struct sched_lane *l = site->lanes;
+    struct sched_lane *l;
+    while ((l = TAILQ_FIRST(&site->lanes)) != NULL) {
         *tail = l->head;
         tail = l->tail;
-        sched_lane_unlink(site, l);
-        sched_lane_drop(l);
+        sched_lane_drop(site, l);
     }
     site->queued = 0;
     return list;
-}
-
-/* sched_lane_fits - may pair send lane l's jobs?  sched_job_fits for a whole lane;
- * a lane from before a reload leaves it to each job */
-static bool sched_lane_fits(struct sched *s, struct sched_site *site, const struct sched_lane *l,
-                            const struct sched_pair *pair, int64_t now)
-{
-    if (l->gen != s->rules_gen) return true;
-    if (!sched_pool_has(l->pool, pair->src)) return false;
-    if (l->src < 0 || l->src == pair->src) return true;
-    struct sched_pair *meant = sched_site_pair(site, l->src);
-    return !meant || sched_pair_wait(s, site, meant, now) > SCHED_REASSIGN_MS;
 }
 
 /*
@@ -1494,17 +1466,21 @@ static struct sched_job *sched_site_pick(struct sched *s, struct sched_site *sit
         if (!site_full && chain_dom->active < dom_max) return NULL;
     }
     int64_t now = pair ? now_ms() : 0;
-    struct sched_lane *l = chain_dom && !site_full ? chain_dom->lanes : site->lanes;
-    for (; l; l = chain_dom && !site_full ? l->dom_next : l->next) {
+    const bool own_lanes = chain_dom && !site_full;
+    struct sched_lane *l = own_lanes ? LIST_FIRST(&chain_dom->lanes) : TAILQ_FIRST(&site->lanes);
+    for (; l; l = own_lanes ? LIST_NEXT(l, of_dom) : TAILQ_NEXT(l, turn)) {
         if (l->site != site) continue; /* chain_dom's lane at another site */
         bool at_limit = l->dom->active >= dom_max;
         if (!chain_dom ? at_limit
                        : l->dom == chain_dom ? !(at_limit || site_full)
                                              : !(site_full && !at_limit))
             continue;
-        if (pair && !sched_lane_fits(s, site, l, pair, now)) continue;
+        /* a lane of the current rules holds jobs of its pool and source only, so
+         * its answer is each job's; one from before a reload asks each job */
+        bool current = l->gen == s->rules_gen;
+        if (pair && current && !sched_fits(s, site, l->pool, l->src, pair, now)) continue;
         for (struct sched_job *job = l->head, *prev = NULL; job; prev = job, job = job->next) {
-            if (pair && !sched_job_fits(s, site, job, pair, now)) continue;
+            if (pair && !current && !sched_job_fits(s, site, job, pair, now)) continue;
             sched_lane_take(site, l, prev, job, true);
             return job;
         }
@@ -2018,8 +1994,8 @@ static void sched_site_shape_tick(struct sched *s, struct sched_site *site, int6
         any_held = sched_pair_wait(s, site, site->pairs[k], now) > SCHED_HOLD_MAX_MS;
     if (!any_held || !site->queued) return;
     struct sched_job *held = NULL;
-    for (struct sched_lane *l = site->lanes, *lnext; l; l = lnext) {
-        lnext = l->next;
+    for (struct sched_lane *l = TAILQ_FIRST(&site->lanes), *lnext; l; l = lnext) {
+        lnext = TAILQ_NEXT(l, turn);
         for (struct sched_job *job = l->head, *prev = NULL, *jnext; job; job = jnext) {
             jnext = job->next;
             const struct shape_pool *pool = sched_job_pool(s, job);
@@ -2185,10 +2161,10 @@ static void sched_dispatch(struct sched *s, struct sched_site *site)
         if (conn->state == SCHED_CONN_IDLE) sched_conn_next(conn);
     int64_t now = now_ms(), wait = INT64_MAX;
     int scanned = 0;
-    struct sched_lane *l = site->lanes;
+    struct sched_lane *l = TAILQ_FIRST(&site->lanes);
     struct sched_job *job = l ? l->head : NULL;
     for (; job && scanned < SCHED_OPEN_SCAN && (size_t)site->nconnecting < site->queued;
-         scanned++, job = job->next ? job->next : (l = l->next) ? l->head : NULL) {
+         scanned++, job = job->next ? job->next : (l = TAILQ_NEXT(l, turn)) ? l->head : NULL) {
         if (site->nconn >= site->lim.max_connections_site) {
             /* full: make room for this job's pool, one connection per pass (the
              * closing connection dispatches again) */
