@@ -21,9 +21,14 @@ openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$keys/rsa.pem
 chmod 644 "$keys"/*.pem
 modes=${MODES:-off ed25519 rsa2048}
 [ -n "${BASE_BIN:-}" ] && modes="$modes ed-base"
-declare -A sum cpu
+declare -A sum cpu last
+pairs=""
 for r in $(seq "$runs"); do
-    for mode in $modes; do
+    # ABBA order: every other round runs the modes backwards, so a drift of the
+    # machine's speed during the set weighs on every mode alike
+    order=$modes
+    [ $((r % 2)) = 0 ] && order=$(tr ' ' '\n' <<<"$modes" | tac | tr '\n' ' ')
+    for mode in $order; do
         bin=$top/build-bench/volleyd
         case $mode in
         off) dk="" ;;
@@ -38,7 +43,11 @@ for r in $(seq "$runs"); do
         printf 'run %d  %-8s  %8s msgs/s  %5s ms/msg\n' "$r" "$mode" "$rate" "$c"
         sum[$mode]=$(awk -v a="${sum[$mode]:-0}" -v b="$rate" 'BEGIN {print a + b}')
         cpu[$mode]=$(awk -v a="${cpu[$mode]:-0}" -v b="$c" 'BEGIN {print a + b}')
+        last[$mode]=$rate
     done
+    # this round's Ed25519 rate as a share of its own unsigned run
+    [ -n "${last[off]:-}" ] && [ -n "${last[ed25519]:-}" ] &&
+        pairs="$pairs $(awk -v e="${last[ed25519]}" -v o="${last[off]}" 'BEGIN {if (o > 0) printf "%.1f", 100 * e / o}')"
 done
 for mode in $modes; do
     # without unsigned runs (MODES without "off") there is no share to give
@@ -47,3 +56,9 @@ for mode in $modes; do
                  if (base > 0) printf "  %5.1f%% of unsigned", 100 * s / base
                  printf "\n" }'
 done
+# the median round is the figure least moved by one run in a slow phase of the VM
+[ -n "$pairs" ] && tr ' ' '\n' <<<"$pairs" | sed '/^$/d' | sort -n |
+    awk '{v[NR] = $1} END {m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+         printf "ed25519 per round (%% of that round'"'"'s unsigned run):"
+         for (i = 1; i <= NR; i++) printf " %s", v[i]; printf "  median %.1f%%\n", m}'
+exit 0

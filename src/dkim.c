@@ -1076,45 +1076,52 @@ static int dkim_hnames(const uint8_t *m, const struct dkim_hdrs *h, const struct
             dkim_errf(err, errn, "more than %d names to sign", DKIM_MAX_FIELDS);
             return -1;
         }
-        if (!dkim_hname_ok(list[nl], strnlen(list[nl], DKIM_NAME_MAX + 1))) {
+        nl++;
+    }
+    /* the h= entries first, at most every field once, every listed name once more
+     * and From; behind them the list with its lengths, measured once (the
+     * duplicate check compares every pair) */
+    size_t cap = h->n + nl + 2;
+    struct dkim_hname *e = malloc((cap + nl) * sizeof(*e));
+    if (e == NULL) {
+        dkim_errf(err, errn, "out of memory");
+        return -1;
+    }
+    struct dkim_hname *L = e + cap;
+    for (size_t i = 0; i < nl; i++) {
+        L[i] = (struct dkim_hname){ list[i], strnlen(list[i], DKIM_NAME_MAX + 1) };
+        if (!dkim_hname_ok(L[i].name, L[i].len)) {
+            free(e);
             dkim_errf(err, errn, "bad header name to sign");
             return -1;
         }
-        nl++;
     }
     size_t nfrom = dkim_count(m, h, "from", 4);
     if (nfrom == 0) {
+        free(e);
         dkim_errf(err, errn, "no From header field");
-        return -1;
-    }
-    /* an upper bound: every field once, every listed name once more, From */
-    size_t cap = h->n + nl + 2;
-    struct dkim_hname *e = malloc(cap * sizeof(*e));
-    if (e == NULL) {
-        dkim_errf(err, errn, "out of memory");
         return -1;
     }
     size_t ne = 0;
     if (p->flags & DKIM_SIGN_H_VERBATIM) {
         for (size_t i = 0; i < nl; i++)
-            e[ne++] = (struct dkim_hname){ list[i], strlen(list[i]) };
+            e[ne++] = L[i];
     } else {
         bool listed_from = false;
         for (size_t i = 0; i < nl; i++)
-            listed_from |= dkim_name_eq((const uint8_t *)list[i], strlen(list[i]), "from", 4);
+            listed_from |= dkim_name_eq((const uint8_t *)L[i].name, L[i].len, "from", 4);
         if (!listed_from) /* From first, each one and once more */
             for (size_t c = 0; c <= nfrom; c++)
                 e[ne++] = (struct dkim_hname){ "from", 4 };
         for (size_t i = 0; i < nl; i++) {
-            size_t l = strlen(list[i]);
             bool dup = false;
             for (size_t j = 0; j < i && !dup; j++)
-                dup = dkim_name_eq((const uint8_t *)list[j], strlen(list[j]), list[i], l);
+                dup = dkim_name_eq((const uint8_t *)L[j].name, L[j].len, L[i].name, L[i].len);
             if (dup) continue;
-            size_t c = dkim_count(m, h, list[i], l);
-            if (dkim_name_eq((const uint8_t *)list[i], l, "from", 4)) c++;
+            size_t c = dkim_count(m, h, L[i].name, L[i].len);
+            if (dkim_name_eq((const uint8_t *)L[i].name, L[i].len, "from", 4)) c++;
             while (c-- > 0)
-                e[ne++] = (struct dkim_hname){ list[i], l };
+                e[ne++] = L[i];
         }
     }
     if (ne == 0) {
