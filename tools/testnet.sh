@@ -45,7 +45,8 @@ CONF
     dnsmasq -C "$dir/dnsmasq.conf" --keep-in-foreground --user=root \
         --pid-file="$dir/dnsmasq.pid" >"$dir/dnsmasq.log" 2>&1 &
     echo $! >"$dir/dnsmasq.bgpid"
-    for a in 21 22 23 24 25; do
+    sinks="21 22 23 24 25" # last octets of the sinks' addresses
+    for a in $sinks; do
         opts=""
         [ $a = 24 ] && opts="-r RCPT"
         [ $a = 25 ] && opts="-f RCPT"
@@ -65,7 +66,7 @@ CONF
     failed=""
     kill -0 "$(cat "$dir/dnsmasq.bgpid")" 2>/dev/null ||
         failed="dnsmasq on 127.0.0.1:$dns_port ($(tail -1 "$dir/dnsmasq.log"))"
-    for a in 21 22 23 24 25; do
+    for a in $sinks; do
         kill -0 "$(cat "$dir/sink-127.0.0.$a.pid")" 2>/dev/null ||
             failed="$failed${failed:+, }smtp-sink on 127.0.0.$a:$mx_port ($(tail -1 "$dir/sink-127.0.0.$a.err"))"
     done
