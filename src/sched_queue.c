@@ -2381,10 +2381,18 @@ static void sched_load_scan(struct sched *s, struct spool_due_item *cur, bool *h
         size_t want = max - s->ready < SCHED_SCAN_BATCH ? max - s->ready : SCHED_SCAN_BATCH;
         int n = spool_due_scan(s->p.spool, *have ? cur : NULL, from_ms, now, items, want);
         if (n <= 0) break;
-        spool_load_rcpts(s->p.spool, items, (size_t)n, sched_load_one, s);
-        sched_flush_open(s);
         *cur = items[n - 1];
         *have = true;
+        /* Recipients already in memory are dropped before their records are read:
+         * under a backlog the rewind scan meets mostly those (seconds of mail not
+         * yet sent), and decoding each again cost more than sending it. */
+        size_t fresh = 0;
+        for (int i = 0; i < n; i++)
+            if (!sched_key_has(s, items[i].id, items[i].idx)) items[fresh++] = items[i];
+        if (fresh > 0) {
+            spool_load_rcpts(s->p.spool, items, fresh, sched_load_one, s);
+            sched_flush_open(s);
+        }
         if ((size_t)n < want) break;
     }
 }
