@@ -98,6 +98,24 @@ struct dkim_body_cache {
     uint8_t digest[32];
 };
 
+/*
+ * A memo of recent bodies' digests across messages: a campaign that sends one body
+ * to many recipients, each in a message of its own, would otherwise canonicalize
+ * and hash the same octets once per message.  Each entry keeps a copy of the raw
+ * body, so a hit is an exact comparison (a memcmp is ~20 times cheaper than the
+ * body pass), not trust in a checksum; a body that differs costs a failed compare
+ * against same-length entries and a copy.  Not locked: one per thread.
+ */
+struct dkim_body_memo;
+
+/* dkim_body_memo_new - room for entries bodies of up to max_body octets each (larger
+ * bodies are not kept); NULL when out of memory */
+struct dkim_body_memo *dkim_body_memo_new(size_t entries, size_t max_body);
+/* dkim_body_memo_hits - signatures whose body hash came from m */
+uint64_t dkim_body_memo_hits(const struct dkim_body_memo *m);
+/* dkim_body_memo_free - NULL is fine */
+void dkim_body_memo_free(struct dkim_body_memo *m);
+
 struct dkim_params {
     enum DKIM_CANON hcanon, bcanon; /* default (zero) relaxed/relaxed */
     const char *const *headers;     /* NULL-terminated names to sign, NULL = the
@@ -107,6 +125,7 @@ struct dkim_params {
     const char *auid;               /* i= (e.g. "@example.com"), NULL = omit */
     unsigned flags;                 /* DKIM_SIGN_* */
     struct dkim_body_cache *bh;     /* used and filled when not NULL */
+    struct dkim_body_memo *memo;    /* consulted (after bh) and filled when not NULL */
 };
 
 /* dkim_default_headers - the NULL-terminated default list of header names */

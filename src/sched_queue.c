@@ -56,6 +56,10 @@
 /* a job no source of its pool can send within this long (suspension, warm-up cap)
  * goes back to the spool until then instead of holding a ready slot */
 #define SCHED_HOLD_MAX_MS  60000
+/* bodies whose DKIM body hash a worker remembers across messages (a campaign's
+ * one body sent as many messages), and the largest it keeps: at most 4 MB a worker */
+#define SCHED_DKIM_MEMO_BODIES 8
+#define SCHED_DKIM_MEMO_MAX    (512 * 1024)
 /* jobs looked at per dispatch when choosing sources for new connections */
 #define SCHED_OPEN_SCAN    64
 #define SCHED_DSN_MAX      (256 * 1024) /* a notice copies at most 64 KB of headers */
@@ -227,6 +231,7 @@ struct sched {
     struct sched_params p;
     const struct conf *conf;
     struct engine_rules *rules; /* our reference */
+    struct dkim_body_memo *dkim_memo; /* NULL when it could not be had: no memo */
     unsigned rules_gen;
     int64_t last_shape_ms;
     struct event *tick;
@@ -1555,6 +1560,7 @@ static void sched_dkim_sign(struct sched *s, struct sched_job *job, bool convert
     p.expire = s->conf->dkim_expire_seconds;
     /* a copy converted to 7 bit has a body of its own */
     p.bh = converted ? NULL : &job->msg->dkim_bh;
+    p.memo = s->dkim_memo; /* compares octets: a converted body finds only its own */
     const char *names[CONF_MAX_LIST + 1];
     if (s->conf->dkim_headers_count > 0) {
         for (int i = 0; i < s->conf->dkim_headers_count; i++) names[i] = s->conf->dkim_headers[i];
@@ -2456,6 +2462,7 @@ struct sched *sched_new(const struct sched_params *p)
     s->tick = evtimer_new(p->base, sched_tick_cb, s);
     s->acct_ev = evtimer_new(p->base, sched_acct_flush_cb, s);
     vbuf_init(&s->acct, 1 << 20);
+    s->dkim_memo = dkim_body_memo_new(SCHED_DKIM_MEMO_BODIES, SCHED_DKIM_MEMO_MAX);
     s->last_full_ms = s->last_rewind_ms = now_ms();
     sched_key_grow(s);
     sched_poke(s);
@@ -2518,6 +2525,7 @@ void sched_free(struct sched *s)
 {
     if (!s) return;
     engine_rules_unref(s->rules);
+    dkim_body_memo_free(s->dkim_memo);
     for (size_t i = 0; i < s->domcap; i++) {
         for (struct sched_domain *d = s->domtab[i], *nx; d; d = nx) {
             nx = d->next;

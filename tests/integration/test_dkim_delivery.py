@@ -263,3 +263,40 @@ def test_per_recipient_copies_share_a_body_hash_and_verify(mailnet, volley_facto
         assert n == 2 and ok == [True, True], (r, ok, got[r].content[:800])
     assert b"quoted-printable" in got["c@old.test"].content
     assert b"caf\xc3\xa9" in got["a@dk.test"].content
+
+
+def _bh(content):
+    head = content.split(b"\r\n\r\n", 1)[0].replace(b"\r\n\t", b"").replace(b"\r\n ", b"")
+    sig = [l for l in head.split(b"\r\n") if l.lower().startswith(b"dkim-signature:")][0]
+    return [t.strip()[3:] for t in sig.split(b";") if t.strip().startswith(b"bh=")][0]
+
+
+def test_campaign_messages_sharing_a_body_and_look_alikes_verify(mailnet, volley_factory, tmp_path):
+    # separate messages (a campaign's) with one body: the worker remembers that
+    # body's hash across messages; bodies of the same length that differ in one
+    # octet, and the 7-bit copy of an 8-bit body, must each get their own
+    v, host, old, records = _net(mailnet, volley_factory, tmp_path, [("example.org", "ed", "ed25519")])
+    shared = ("Our  spring\tnewsletter", "x" * 300, "caf\u00e9")
+    bodies = {
+        "a@dk.test": make_body("one", body_lines=shared),
+        "b@dk.test": make_body("two, longer subject", body_lines=shared,
+                               extra_headers=("MIME-Version: 1.0",)),
+        "c@dk.test": make_body("three", body_lines=shared),
+        "d@dk.test": make_body("four", body_lines=shared[:2] + ("caf\u00e8",)),
+        "e@dk.test": make_body("five", body_lines=("Our  spring\tnewsletteR",) + shared[1:]),
+        "f@old.test": make_body("six", body_lines=shared,
+                                extra_headers=("MIME-Version: 1.0",
+                                               "Content-Type: text/plain; charset=utf-8")),
+    }
+    sent = [(v.inject("news@example.org", [r], b, params="BODY=8BITMIME"), r) for r, b in bodies.items()]
+    final = wait_final(v, sent, timeout=15)
+    assert all(final[k][-1]["type"] == "delivered" for k in sent), final
+    got = {e.rcpt_tos[0]: e.content for e in host.handler.envelopes + old.handler.envelopes}
+    assert sorted(got) == sorted(bodies)
+    for r, content in got.items():
+        n, ok = _verify(content, records)
+        assert n == 1 and ok == [True], (r, ok, content[:800])
+    bh = {r: _bh(c) for r, c in got.items()}
+    assert bh["a@dk.test"] == bh["b@dk.test"] == bh["c@dk.test"], bh
+    assert len({bh["a@dk.test"], bh["d@dk.test"], bh["e@dk.test"], bh["f@old.test"]}) == 4, bh
+    assert b"quoted-printable" in got["f@old.test"]
