@@ -273,7 +273,8 @@ static void dkim_body_relaxed(struct dkim_sink *s, const uint8_t *b, size_t n)
     if (e == 0) return; /* nothing but empty lines: the empty body */
     size_t run = 0, i = 0;
 #ifdef __SSE2__
-    const __m128i sp16 = _mm_set1_epi8(' '), tab16 = _mm_set1_epi8('\t'), cr16 = _mm_set1_epi8('\r');
+    const __m128i sp16 = _mm_set1_epi8(' '), tab16 = _mm_set1_epi8('\t'),
+                  cr16 = _mm_set1_epi8('\r');
 #else
     const uint64_t sp8 = 0x2020202020202020ULL, tab8 = 0x0909090909090909ULL,
                    cr8 = 0x0d0d0d0d0d0d0d0dULL;
@@ -284,8 +285,9 @@ static void dkim_body_relaxed(struct dkim_sink *s, const uint8_t *b, size_t n)
         if (i + 17 <= e) {
             __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
             __m128i y = _mm_loadu_si128((const __m128i *)(const void *)(b + i + 1));
-            __m128i wsp_next = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(y, sp16), _mm_cmpeq_epi8(y, tab16)),
-                                            _mm_cmpeq_epi8(y, cr16));
+            __m128i wsp_next = _mm_or_si128(
+                _mm_or_si128(_mm_cmpeq_epi8(y, sp16), _mm_cmpeq_epi8(y, tab16)),
+                _mm_cmpeq_epi8(y, cr16));
             __m128i change = _mm_or_si128(_mm_cmpeq_epi8(x, tab16),
                                           _mm_and_si128(_mm_cmpeq_epi8(x, sp16), wsp_next));
             unsigned m = (unsigned)_mm_movemask_epi8(change);

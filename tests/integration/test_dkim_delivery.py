@@ -275,7 +275,8 @@ def test_campaign_messages_sharing_a_body_and_look_alikes_verify(mailnet, volley
     # separate messages (a campaign's) with one body: the worker remembers that
     # body's hash across messages; bodies of the same length that differ in one
     # octet, and the 7-bit copy of an 8-bit body, must each get their own
-    v, host, old, records = _net(mailnet, volley_factory, tmp_path, [("example.org", "ed", "ed25519")])
+    v, host, old, records = _net(mailnet, volley_factory, tmp_path,
+                                 [("example.org", "ed", "ed25519")])
     shared = ("Our  spring\tnewsletter", "x" * 300, "caf\u00e9")
     bodies = {
         "a@dk.test": make_body("one", body_lines=shared),
@@ -288,7 +289,8 @@ def test_campaign_messages_sharing_a_body_and_look_alikes_verify(mailnet, volley
                                 extra_headers=("MIME-Version: 1.0",
                                                "Content-Type: text/plain; charset=utf-8")),
     }
-    sent = [(v.inject("news@example.org", [r], b, params="BODY=8BITMIME"), r) for r, b in bodies.items()]
+    sent = [(v.inject("news@example.org", [r], b, params="BODY=8BITMIME"), r)
+            for r, b in bodies.items()]
     final = wait_final(v, sent, timeout=15)
     assert all(final[k][-1]["type"] == "delivered" for k in sent), final
     got = {e.rcpt_tos[0]: e.content for e in host.handler.envelopes + old.handler.envelopes}

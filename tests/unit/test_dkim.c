@@ -702,7 +702,8 @@ static void test_body_memo(void **state)
     /* hits expected after signing msgs[i] with the relaxed memo */
     const uint64_t hits[] = { 0, 1, 1, 1, 1, 1, 1 };
     for (size_t i = 0; i < sizeof msgs / sizeof msgs[0]; i++) {
-        char *a = sign_str(k, &with, msgs[i], err, sizeof err), *b = sign_str(k, &plain, msgs[i], err, sizeof err);
+        char *a = sign_str(k, &with, msgs[i], err, sizeof err);
+        char *b = sign_str(k, &plain, msgs[i], err, sizeof err);
         assert_non_null(a);
         assert_non_null(b);
         assert_string_equal(a, b);
@@ -734,7 +735,8 @@ static void test_body_memo(void **state)
     /* an empty body is a body like any other */
     const char *empty = "From: a@example.com\r\n\r\n";
     a = sign_str(k, &with, empty, err, sizeof err);
-    char *b = sign_str(k, &with, empty, err, sizeof err), *c = sign_str(k, &plain, empty, err, sizeof err);
+    char *b = sign_str(k, &with, empty, err, sizeof err);
+    char *c = sign_str(k, &plain, empty, err, sizeof err);
     assert_string_equal(b, c);
     assert_int_equal(dkim_body_memo_hits(memo), 4);
     free(a);
