@@ -81,6 +81,7 @@ struct dkim_key {
     size_t sig_len;
     char domain[DKIM_DOMAIN_MAX + 1];
     char selector[DKIM_SELECTOR_MAX + 1];
+    char label[DKIM_DOMAIN_MAX + DKIM_SELECTOR_MAX + 2]; /* "domain/selector" */
     /* Ed25519: libsodium's secret key (seed, then public key), wiped on free */
     uint8_t ed_sk[crypto_sign_ed25519_SECRETKEYBYTES];
     uint8_t pub[DKIM_PUB_DER_MAX]; /* SPKI DER (RSA) or the raw 32 octets */
@@ -693,6 +694,7 @@ struct dkim_key *dkim_key_load(const char *path, const char *domain, const char 
     }
     str_copy(k->domain, sizeof(k->domain), domain);
     str_copy(k->selector, sizeof(k->selector), selector);
+    snprintf(k->label, sizeof(k->label), "%s/%s", k->domain, k->selector);
     ERR_clear_error();
     return k;
 fail:
@@ -723,6 +725,11 @@ const char *dkim_key_domain(const struct dkim_key *k)
 const char *dkim_key_selector(const struct dkim_key *k)
 {
     return k->selector;
+}
+
+const char *dkim_key_label(const struct dkim_key *k)
+{
+    return k->label;
 }
 
 int dkim_key_bits(const struct dkim_key *k)

@@ -58,6 +58,8 @@ enum DKIM_ALG dkim_key_alg(const struct dkim_key *k);
 const char *dkim_key_domain(const struct dkim_key *k);
 /* dkim_key_selector - s= (owned by k) */
 const char *dkim_key_selector(const struct dkim_key *k);
+/* dkim_key_label - "domain/selector", as records name a signature (owned by k) */
+const char *dkim_key_label(const struct dkim_key *k);
 /* dkim_key_bits - RSA modulus size, 256 for Ed25519 */
 int dkim_key_bits(const struct dkim_key *k);
 

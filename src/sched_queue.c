@@ -1574,8 +1574,7 @@ static void sched_dkim_sign(struct sched *s, struct sched_job *job, bool convert
         char err[200];
         if (dkim_sign(use[i], &p, job->content.data, job->content.len, &sigs, err, sizeof err) ==
             0) {
-            json_array_append_new(who, json_sprintf("%s/%s", dkim_key_domain(use[i]),
-                                                    dkim_key_selector(use[i])));
+            json_array_append_new(who, json_string(dkim_key_label(use[i])));
         } else {
             char idtxt[MSGID_STR_LEN + 1];
             msgid_format(job->msg->id, idtxt);
@@ -2320,7 +2319,22 @@ static void sched_flush_open(struct sched *s)
     s->nopen = 0;
 }
 
-/* sched_load_one - spool_load_rcpts callback: add a due recipient to a job */
+/* sched_load_want - spool_load_rcpts filter with more than one worker: is domain
+ * (len octets, compared case-blind) this worker's?  Each domain has one worker. */
+static bool sched_load_want(void *arg, const char *domain, size_t len)
+{
+    struct sched *s = arg;
+    char lower[DNS_NAME_MAX];
+    if (len >= sizeof lower) len = sizeof lower - 1;
+    memcpy(lower, domain, len);
+    lower[len] = '\0';
+    str_lower(lower);
+    return sched_hash_str(lower) % (uint64_t)s->p.nworkers == (uint64_t)s->p.worker_index;
+}
+
+/* sched_load_one - spool_load_rcpts callback: add a due recipient to a job (of
+ * this worker's domains: sched_load_want decided on the stored octets, so that
+ * exactly one worker takes each recipient) */
 static void sched_load_one(void *arg, const struct spool_due_item *item,
                            const struct spool_msg_info *m, const struct spool_rcpt_info *r)
 {
@@ -2329,9 +2343,6 @@ static void sched_load_one(void *arg, const struct spool_due_item *item,
     char lower[DNS_NAME_MAX];
     str_copy(lower, sizeof lower, domain);
     str_lower(lower);
-    if (s->p.nworkers > 1 &&
-        sched_hash_str(lower) % (uint64_t)s->p.nworkers != (uint64_t)s->p.worker_index)
-        return; /* another worker's domain */
     if (r->state != SPOOL_RCPT_QUEUED || sched_key_has(s, item->id, item->idx)) return;
     sched_key_add(s, item->id, item->idx);
     s->ready++;
@@ -2396,7 +2407,8 @@ static void sched_load_scan(struct sched *s, struct spool_due_item *cur, bool *h
         for (int i = 0; i < n; i++)
             if (!sched_key_has(s, items[i].id, items[i].idx)) items[fresh++] = items[i];
         if (fresh > 0) {
-            spool_load_rcpts(s->p.spool, items, fresh, sched_load_one, s);
+            spool_load_rcpts(s->p.spool, items, fresh, s->p.nworkers > 1 ? sched_load_want : NULL,
+                             sched_load_one, s);
             sched_flush_open(s);
         }
         if ((size_t)n < want) break;

@@ -742,8 +742,23 @@ int spool_due_scan(struct spool *sp, const struct spool_due_item *after, int64_t
     return (int)n;
 }
 
+/* spool_rcpt_domain - the domain octets of a stored recipient record; false when
+ * the record is malformed (spool_decode_rcpt then refuses it too) */
+static bool spool_rcpt_domain(const MDB_val *v, const char **dom, size_t *len)
+{
+    struct spool_rcpt_rec rec;
+    if (v->mv_size < sizeof rec) return false;
+    memcpy(&rec, v->mv_data, sizeof rec);
+    if (v->mv_size != sizeof rec + rec.addr_len + rec.reply_len) return false;
+    const char *addr = (const char *)v->mv_data + sizeof rec;
+    const char *at = memrchr(addr, '@', rec.addr_len);
+    *dom = at ? at + 1 : addr + rec.addr_len;
+    *len = (size_t)(addr + rec.addr_len - *dom);
+    return true;
+}
+
 int spool_load_rcpts(struct spool *sp, const struct spool_due_item *items, size_t n,
-                     spool_load_fn fn, void *arg)
+                     spool_want_fn want, spool_load_fn fn, void *arg)
 {
     MDB_txn *txn;
     struct spool_msg_info m;
@@ -754,22 +769,25 @@ int spool_load_rcpts(struct spool *sp, const struct spool_due_item *items, size_
     if (mdb_txn_begin(sp->env, NULL, MDB_RDONLY, &txn) != 0)
         return -1;
     for (size_t i = 0; i < n; i++) {
-        uint8_t kb[SPOOL_RCPT_KEY_LEN];
-        MDB_val k = {8, kb}, v;
+        uint8_t kb[SPOOL_RCPT_KEY_LEN], mk[8];
+        MDB_val k = {SPOOL_RCPT_KEY_LEN, kb}, v, rv;
+        spool_rcpt_key(kb, items[i].id, items[i].idx);
+        if (mdb_get(txn, sp->db_rcpt, &k, &rv) != 0) continue;
+        const char *dom;
+        size_t dlen;
+        if (want != NULL && spool_rcpt_domain(&rv, &dom, &dlen) && !want(arg, dom, dlen)) continue;
         if (!have || items[i].id != cur_id) {
             spool_msg_info_free(&m);
             have = false;
-            put_be64(kb, items[i].id);
-            if (mdb_get(txn, sp->db_msg, &k, &v) != 0 || spool_decode_msg(&v, false, &m) < 0)
+            put_be64(mk, items[i].id);
+            MDB_val mkv = {8, mk};
+            if (mdb_get(txn, sp->db_msg, &mkv, &v) != 0 || spool_decode_msg(&v, false, &m) < 0)
                 continue;
             m.id = cur_id = items[i].id;
             have = true;
         }
-        spool_rcpt_key(kb, items[i].id, items[i].idx);
-        k.mv_size = SPOOL_RCPT_KEY_LEN;
         struct spool_rcpt_info r;
-        if (mdb_get(txn, sp->db_rcpt, &k, &v) != 0 || spool_decode_rcpt(&k, &v, &r) < 0)
-            continue;
+        if (spool_decode_rcpt(&k, &rv, &r) < 0) continue;
         fn(arg, &items[i], &m, &r);
         spool_rcpt_info_clear(&r);
     }

@@ -311,12 +311,16 @@ int spool_due_scan(struct spool *sp, const struct spool_due_item *after, int64_t
 /*
  * spool_load_rcpts - in one read transaction, call fn for each of items[0..n) with
  * its message (no content, no recipient list) and its recipient record; items whose
- * recipient is gone are skipped.  Views are valid only during the call.
+ * recipient is gone are skipped, and so are those whose recipient domain want (when
+ * not NULL) turns down - before anything is decoded, so a delivery worker pays
+ * little for the other workers' domains.  Views are valid only during the call.
  */
 typedef void (*spool_load_fn)(void *arg, const struct spool_due_item *item,
                               const struct spool_msg_info *m, const struct spool_rcpt_info *r);
+/* domain: the octets after the address's last '@' (not NUL-terminated, as stored) */
+typedef bool (*spool_want_fn)(void *arg, const char *domain, size_t len);
 int spool_load_rcpts(struct spool *sp, const struct spool_due_item *items, size_t n,
-                     spool_load_fn fn, void *arg);
+                     spool_want_fn want, spool_load_fn fn, void *arg);
 
 /*
  * spool_msg_content - copy the stored bytes of message id into out (caller-owned,

@@ -163,6 +163,57 @@ static void test_insert_and_load(void **state)
     assert_consistent(f->sp);
 }
 
+/* spool_load_rcpts: every due recipient once with its message, or, with a domain
+ * filter, only those the filter wants - and the filter sees the stored domain
+ * octets after the last '@' */
+struct load_seen {
+    char addrs[8][64];
+    char doms[8][64];
+    int n, asked;
+};
+
+static bool load_want_two(void *arg, const char *domain, size_t len)
+{
+    struct load_seen *ls = arg;
+    assert_true(len < sizeof ls->doms[0]);
+    memcpy(ls->doms[ls->asked], domain, len);
+    ls->doms[ls->asked++][len] = '\0';
+    return len == 8 && memcmp(domain, "Two.TEST", 8) == 0;
+}
+
+static void load_take(void *arg, const struct spool_due_item *item, const struct spool_msg_info *m,
+                      const struct spool_rcpt_info *r)
+{
+    struct load_seen *ls = arg;
+    assert_int_equal(m->id, item->id);
+    assert_string_equal(m->sender, "sender@example.org");
+    str_copy(ls->addrs[ls->n++], sizeof ls->addrs[0], r->addr);
+}
+
+static void test_load_rcpts_filter(void **state)
+{
+    struct fixture *f = *state;
+    const char *rcpts[] = {"a@one.test", "b@Two.TEST", "\"c@x\"@three.test", "d@Two.TEST"};
+    const char body[] = "Subject: hi\r\n\r\nbody\r\n";
+    assert_int_equal(insert(f, NULL, "", rcpts, 4, body, sizeof body - 1), SPOOL_OK);
+    struct spool_due_item items[8];
+    int n = spool_due_scan(f->sp, NULL, 0, now_ms() + 1000, items, 8);
+    assert_int_equal(n, 4);
+
+    struct load_seen all = {0}, two = {0};
+    assert_int_equal(spool_load_rcpts(f->sp, items, (size_t)n, NULL, load_take, &all), 0);
+    assert_int_equal(all.n, 4);
+    assert_int_equal(all.asked, 0);
+    assert_int_equal(spool_load_rcpts(f->sp, items, (size_t)n, load_want_two, load_take, &two), 0);
+    assert_int_equal(two.asked, 4);
+    assert_string_equal(two.doms[0], "one.test");
+    assert_string_equal(two.doms[1], "Two.TEST");
+    assert_string_equal(two.doms[2], "three.test");
+    assert_int_equal(two.n, 2);
+    assert_string_equal(two.addrs[0], "b@Two.TEST");
+    assert_string_equal(two.addrs[1], "d@Two.TEST");
+}
+
 static void test_hold_release_delete(void **state)
 {
     struct fixture *f = *state;
@@ -320,6 +371,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_insert_and_load, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_load_rcpts_filter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hold_release_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_and_recover, setup, teardown),
