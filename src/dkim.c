@@ -1174,68 +1174,121 @@ static bool dkim_auid_ok(const char *s)
     return true;
 }
 
-/*
- * dkim_hnames - the h= entries for this message into *out (malloc'ed, caller
- * frees): the caller's list verbatim, or each distinct listed name once per
- * occurrence with From once more (and From always, since RFC 6376 5.4 requires
- * it).  -1 with err on a bad name, no From, or no memory.
- */
-static int dkim_hnames(const uint8_t *m, const struct dkim_hdrs *h, const struct dkim_params *p,
-                       struct dkim_hname **out, size_t *nout, char *err, size_t errn)
+struct dkim_hlist {
+    size_t n;
+    bool listed_from;       /* From is among the names */
+    struct dkim_hname e[];  /* then the names' octets, each NUL-terminated */
+};
+
+/* dkim_list_len - how many names list holds; -1 with err past DKIM_MAX_FIELDS */
+static int dkim_list_len(const char *const *list, size_t *nl, char *err, size_t errn)
 {
-    const char *const *list = p->headers ? p->headers : dkim_default_list;
-    size_t nl = 0;
-    while (list[nl] != NULL) {
-        if (nl == DKIM_MAX_FIELDS) {
+    *nl = 0;
+    while (list[*nl] != NULL) {
+        if (*nl == DKIM_MAX_FIELDS) {
             dkim_errf(err, errn, "more than %d names to sign", DKIM_MAX_FIELDS);
             return -1;
         }
-        nl++;
+        (*nl)++;
     }
-    /* the h= entries first, at most every field once, every listed name once more
-     * and From; behind them the list with its lengths, measured once (the
-     * duplicate check compares every pair) */
-    size_t cap = h->n + nl + 2;
-    struct dkim_hname *e = malloc((cap + nl) * sizeof(*e));
+    return 0;
+}
+
+struct dkim_hlist *dkim_hlist_new(const char *const *names, char *err, size_t errn)
+{
+    const char *const *list = names ? names : dkim_default_list;
+    size_t nl, bytes = 0;
+    if (dkim_list_len(list, &nl, err, errn) < 0) return NULL;
+    size_t *len = malloc((nl ? nl : 1) * sizeof(*len));
+    if (len == NULL) {
+        dkim_errf(err, errn, "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < nl; i++) {
+        len[i] = strnlen(list[i], DKIM_NAME_MAX + 1);
+        if (!dkim_hname_ok(list[i], len[i])) {
+            free(len);
+            dkim_errf(err, errn, "bad header name to sign");
+            return NULL;
+        }
+        bytes += len[i] + 1;
+    }
+    struct dkim_hlist *l = malloc(sizeof(*l) + nl * sizeof(l->e[0]) + bytes);
+    if (l == NULL) {
+        free(len);
+        dkim_errf(err, errn, "out of memory");
+        return NULL;
+    }
+    char *at = (char *)(l->e + nl);
+    l->n = 0;
+    l->listed_from = false;
+    for (size_t i = 0; i < nl; i++) {
+        bool dup = false;
+        for (size_t j = 0; j < l->n && !dup; j++)
+            dup = dkim_name_eq((const uint8_t *)l->e[j].name, l->e[j].len, list[i], len[i]);
+        if (dup) continue;
+        memcpy(at, list[i], len[i]);
+        at[len[i]] = '\0';
+        l->e[l->n++] = (struct dkim_hname){ at, len[i] };
+        l->listed_from |= dkim_name_eq((const uint8_t *)at, len[i], "from", 4);
+        at += len[i] + 1;
+    }
+    free(len);
+    return l;
+}
+
+void dkim_hlist_free(struct dkim_hlist *l)
+{
+    free(l);
+}
+
+/*
+ * dkim_hnames - the h= entries for this message into *out (malloc'ed, caller
+ * frees; they point into L or p->headers): with DKIM_SIGN_H_VERBATIM the caller's
+ * list as is, otherwise each name of L once per occurrence with From once more (and
+ * From always, since RFC 6376 5.4 requires it).  -1 with err on a bad name, no
+ * From, or no memory.
+ */
+static int dkim_hnames(const uint8_t *m, const struct dkim_hdrs *h, const struct dkim_params *p,
+                       const struct dkim_hlist *L, struct dkim_hname **out, size_t *nout,
+                       char *err, size_t errn)
+{
+    const char *const *list = p->headers ? p->headers : dkim_default_list;
+    size_t nl = 0;
+    if (L == NULL) { /* verbatim */
+        if (dkim_list_len(list, &nl, err, errn) < 0) return -1;
+        for (size_t i = 0; i < nl; i++)
+            if (!dkim_hname_ok(list[i], strnlen(list[i], DKIM_NAME_MAX + 1))) {
+                dkim_errf(err, errn, "bad header name to sign");
+                return -1;
+            }
+    } else {
+        nl = L->n;
+    }
+    size_t nfrom = dkim_count(m, h, "from", 4);
+    if (nfrom == 0) {
+        dkim_errf(err, errn, "no From header field");
+        return -1;
+    }
+    /* at most every field once, every listed name once more, and From */
+    size_t cap = h->n + nl + 2, ne = 0;
+    struct dkim_hname *e = malloc(cap * sizeof(*e));
     if (e == NULL) {
         dkim_errf(err, errn, "out of memory");
         return -1;
     }
-    struct dkim_hname *L = e + cap;
-    for (size_t i = 0; i < nl; i++) {
-        L[i] = (struct dkim_hname){ list[i], strnlen(list[i], DKIM_NAME_MAX + 1) };
-        if (!dkim_hname_ok(L[i].name, L[i].len)) {
-            free(e);
-            dkim_errf(err, errn, "bad header name to sign");
-            return -1;
-        }
-    }
-    size_t nfrom = dkim_count(m, h, "from", 4);
-    if (nfrom == 0) {
-        free(e);
-        dkim_errf(err, errn, "no From header field");
-        return -1;
-    }
-    size_t ne = 0;
-    if (p->flags & DKIM_SIGN_H_VERBATIM) {
+    if (L == NULL) {
         for (size_t i = 0; i < nl; i++)
-            e[ne++] = L[i];
+            e[ne++] = (struct dkim_hname){ list[i], strnlen(list[i], DKIM_NAME_MAX + 1) };
     } else {
-        bool listed_from = false;
-        for (size_t i = 0; i < nl; i++)
-            listed_from |= dkim_name_eq((const uint8_t *)L[i].name, L[i].len, "from", 4);
-        if (!listed_from) /* From first, each one and once more */
+        if (!L->listed_from) /* From first, each one and once more */
             for (size_t c = 0; c <= nfrom; c++)
                 e[ne++] = (struct dkim_hname){ "from", 4 };
-        for (size_t i = 0; i < nl; i++) {
-            bool dup = false;
-            for (size_t j = 0; j < i && !dup; j++)
-                dup = dkim_name_eq((const uint8_t *)L[j].name, L[j].len, L[i].name, L[i].len);
-            if (dup) continue;
-            size_t c = dkim_count(m, h, L[i].name, L[i].len);
-            if (dkim_name_eq((const uint8_t *)L[i].name, L[i].len, "from", 4)) c++;
+        for (size_t i = 0; i < L->n; i++) {
+            size_t c = dkim_count(m, h, L->e[i].name, L->e[i].len);
+            if (dkim_name_eq((const uint8_t *)L->e[i].name, L->e[i].len, "from", 4)) c++;
             while (c-- > 0)
-                e[ne++] = L[i];
+                e[ne++] = L->e[i];
         }
     }
     if (ne == 0) {
@@ -1327,6 +1380,7 @@ int dkim_sign(const struct dkim_key *k, const struct dkim_params *p, const uint8
     struct dkim_hdrs *h = NULL;
     struct dkim_sink *sink = NULL;
     struct dkim_hname *names = NULL;
+    struct dkim_hlist *own_hlist = NULL;
     EVP_MD_CTX *md = NULL;
     size_t nnames = 0, start = out->len;
     uint8_t dgst[32], sig[DKIM_SIG_BYTES];
@@ -1369,7 +1423,15 @@ int dkim_sign(const struct dkim_key *k, const struct dkim_params *p, const uint8
         goto done;
     }
     if (dkim_hdr_parse(msg, len, h, err, errn) < 0) goto done;
-    if (dkim_hnames(msg, h, p, &names, &nnames, err, errn) < 0) goto done;
+    /* a caller without a prepared list has its names checked on every signature */
+    const struct dkim_hlist *hl = p->hlist;
+    if (p->flags & DKIM_SIGN_H_VERBATIM) {
+        hl = NULL;
+    } else if (hl == NULL) {
+        hl = own_hlist = dkim_hlist_new(p->headers, err, errn);
+        if (hl == NULL) goto done;
+    }
+    if (dkim_hnames(msg, h, p, hl, &names, &nnames, err, errn) < 0) goto done;
 
     /* bh= */
     struct dkim_body_cache *bc = p->bh;
@@ -1455,6 +1517,7 @@ int dkim_sign(const struct dkim_key *k, const struct dkim_params *p, const uint8
 done:
     if (rc != 0 && out->len > start) out->len = start;
     free(names);
+    dkim_hlist_free(own_hlist);
     if (h != NULL) dkim_hdrs_free(h);
     if (!cached) {
         free(h);

@@ -118,10 +118,25 @@ uint64_t dkim_body_memo_hits(const struct dkim_body_memo *m);
 /* dkim_body_memo_free - NULL is fine */
 void dkim_body_memo_free(struct dkim_body_memo *m);
 
+/*
+ * The names to sign, checked and with repeats dropped once (when the configuration
+ * loads) rather than at every signature; what is left per signature is counting
+ * each name's fields in the message.
+ */
+struct dkim_hlist;
+
+/* dkim_hlist_new - names (NULL-terminated; NULL = the default list) made ready for
+ * dkim_params.hlist; NULL with err on a bad name, too many names, or no memory */
+struct dkim_hlist *dkim_hlist_new(const char *const *names, char *err, size_t errn);
+/* dkim_hlist_free - NULL is fine */
+void dkim_hlist_free(struct dkim_hlist *l);
+
 struct dkim_params {
     enum DKIM_CANON hcanon, bcanon; /* default (zero) relaxed/relaxed */
     const char *const *headers;     /* NULL-terminated names to sign, NULL = the
                                        default list (dkim_default_headers) */
+    const struct dkim_hlist *hlist; /* prepared names: used instead of headers
+                                       (not with DKIM_SIGN_H_VERBATIM) */
     int64_t timestamp;              /* t= (seconds), 0 = omit */
     int64_t expire;                 /* x= is t + expire (needs t=), 0 = omit */
     const char *auid;               /* i= (e.g. "@example.com"), NULL = omit */

@@ -223,6 +223,7 @@ static void engine_rules_free(struct engine_rules *er)
         dkim_key_free(er->dkim_always[i]);
     free(er->dkim_keys);
     free(er->dkim_always);
+    dkim_hlist_free(er->dkim_hlist);
     free(er);
 }
 
@@ -237,6 +238,17 @@ struct engine_rules *engine_rules_load(const struct conf *c, char *err, size_t e
                          errsz) < 0 ||
         engine_dkim_load(c->dkim_always, c->dkim_always_count, &er->dkim_always,
                          &er->ndkim_always, err, errsz) < 0) {
+        engine_rules_free(er);
+        return NULL;
+    }
+    const char *names[CONF_MAX_LIST + 1];
+    for (int i = 0; i < c->dkim_headers_count; i++)
+        names[i] = c->dkim_headers[i];
+    names[c->dkim_headers_count] = NULL;
+    char why[200];
+    er->dkim_hlist = dkim_hlist_new(c->dkim_headers_count > 0 ? names : NULL, why, sizeof why);
+    if (!er->dkim_hlist) {
+        snprintf(err, errsz, "dkim.headers: %s", why);
         engine_rules_free(er);
         return NULL;
     }

@@ -37,6 +37,7 @@ struct engine_rules {
     int ndkim_keys;
     struct dkim_key **dkim_always; /* dkim.always: keys that sign every message */
     int ndkim_always;
+    struct dkim_hlist *dkim_hlist; /* dkim.headers (or the default list), prepared */
     int refs; /* atomic */
 };
 /* engine_rules_load - shaping rules, classification rules and DKIM keys named by c

@@ -1561,12 +1561,7 @@ static void sched_dkim_sign(struct sched *s, struct sched_job *job, bool convert
     /* a copy converted to 7 bit has a body of its own */
     p.bh = converted ? NULL : &job->msg->dkim_bh;
     p.memo = s->dkim_memo; /* compares octets: a converted body finds only its own */
-    const char *names[CONF_MAX_LIST + 1];
-    if (s->conf->dkim_headers_count > 0) {
-        for (int i = 0; i < s->conf->dkim_headers_count; i++) names[i] = s->conf->dkim_headers[i];
-        names[s->conf->dkim_headers_count] = NULL;
-        p.headers = names;
-    }
+    p.hlist = er->dkim_hlist;
     struct vbuf sigs;
     vbuf_init(&sigs, SIZE_MAX);
     json_t *who = json_array();

@@ -469,6 +469,38 @@ static void test_hlist(void **state)
     assert_string_equal(h, "1700000000");
     assert_int_equal(tag(u, "x", h, sizeof h), 0);
     assert_string_equal(h, "1700086400");
+    /* the same list prepared once signs the same octets, as does the default list */
+    struct dkim_hlist *hl = dkim_hlist_new(custom, err, sizeof err);
+    assert_non_null(hl);
+    struct dkim_params pp = p;
+    pp.headers = NULL;
+    pp.hlist = hl;
+    char *sig2 = sign_str(k, &pp, msg, err, sizeof err);
+    assert_non_null(sig2);
+    assert_string_equal(sig, sig2);
+    free(sig2);
+    dkim_hlist_free(hl);
+    hl = dkim_hlist_new(NULL, err, sizeof err);
+    assert_non_null(hl);
+    struct dkim_params pd = { .hlist = hl };
+    char *sd = sign_str(k, &pd, two, err, sizeof err);
+    char *sd0 = sign_str(k, NULL, two, err, sizeof err);
+    assert_non_null(sd);
+    assert_string_equal(sd, sd0);
+    free(sd);
+    free(sd0);
+    dkim_hlist_free(hl);
+    /* a bad name or too many names: no list, and a reason */
+    static const char *const bad[] = { "Subject", "X Bad", NULL };
+    err[0] = '\0';
+    assert_null(dkim_hlist_new(bad, err, sizeof err));
+    assert_string_equal(err, "bad header name to sign");
+    const char **many = calloc(DKIM_MAX_FIELDS + 2, sizeof(*many));
+    assert_non_null(many);
+    for (int i = 0; i <= DKIM_MAX_FIELDS; i++) many[i] = "X-Many";
+    assert_null(dkim_hlist_new(many, err, sizeof err));
+    free(many);
+    assert_non_null(strstr(err, "names to sign"));
     free(sig);
     dkim_key_free(k);
 }
