@@ -1254,22 +1254,8 @@ static int dkim_hnames(const uint8_t *m, const struct dkim_hdrs *h, const struct
                        char *err, size_t errn)
 {
     const char *const *list = p->headers ? p->headers : dkim_default_list;
-    size_t nl = 0;
-    if (L == NULL) { /* verbatim */
-        if (dkim_list_len(list, &nl, err, errn) < 0) return -1;
-        for (size_t i = 0; i < nl; i++)
-            if (!dkim_hname_ok(list[i], strnlen(list[i], DKIM_NAME_MAX + 1))) {
-                dkim_errf(err, errn, "bad header name to sign");
-                return -1;
-            }
-    } else {
-        nl = L->n;
-    }
-    size_t nfrom = dkim_count(m, h, "from", 4);
-    if (nfrom == 0) {
-        dkim_errf(err, errn, "no From header field");
-        return -1;
-    }
+    size_t nl = L != NULL ? L->n : 0;
+    if (L == NULL && dkim_list_len(list, &nl, err, errn) < 0) return -1;
     /* at most every field once, every listed name once more, and From */
     size_t cap = h->n + nl + 2, ne = 0;
     struct dkim_hname *e = malloc(cap * sizeof(*e));
@@ -1277,10 +1263,22 @@ static int dkim_hnames(const uint8_t *m, const struct dkim_hdrs *h, const struct
         dkim_errf(err, errn, "out of memory");
         return -1;
     }
-    if (L == NULL) {
-        for (size_t i = 0; i < nl; i++)
-            e[ne++] = (struct dkim_hname){ list[i], strnlen(list[i], DKIM_NAME_MAX + 1) };
-    } else {
+    for (size_t i = 0; L == NULL && i < nl; i++) { /* verbatim: checked, not changed */
+        e[ne] = (struct dkim_hname){ list[i], strnlen(list[i], DKIM_NAME_MAX + 1) };
+        if (!dkim_hname_ok(e[ne].name, e[ne].len)) {
+            free(e);
+            dkim_errf(err, errn, "bad header name to sign");
+            return -1;
+        }
+        ne++;
+    }
+    size_t nfrom = dkim_count(m, h, "from", 4);
+    if (nfrom == 0) {
+        free(e);
+        dkim_errf(err, errn, "no From header field");
+        return -1;
+    }
+    if (L != NULL) {
         if (!L->listed_from) /* From first, each one and once more */
             for (size_t c = 0; c <= nfrom; c++)
                 e[ne++] = (struct dkim_hname){ "from", 4 };

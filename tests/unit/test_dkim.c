@@ -620,6 +620,15 @@ static void test_errors(void **state)
     static const char *const badh[] = { "from", "x y", NULL };
     struct dkim_params p2 = { .headers = badh };
     assert_null(sign_str(k, &p2, EXAMPLE_MSG, err, sizeof err));
+    assert_string_equal(err, "bad header name to sign");
+    /* the verbatim list is checked too, and a bad name is named before a missing From */
+    struct dkim_params p2v = { .headers = badh, .flags = DKIM_SIGN_H_VERBATIM };
+    assert_null(sign_str(k, &p2v, EXAMPLE_MSG, err, sizeof err));
+    assert_string_equal(err, "bad header name to sign");
+    assert_null(sign_str(k, &p2v, "To: a@example.com\r\n\r\nx\r\n", err, sizeof err));
+    assert_string_equal(err, "bad header name to sign");
+    assert_null(sign_str(k, &p2, "To: a@example.com\r\n\r\nx\r\n", err, sizeof err));
+    assert_string_equal(err, "bad header name to sign");
     struct dkim_params p3 = { .auid = "a;b@example.com" };
     assert_null(sign_str(k, &p3, EXAMPLE_MSG, err, sizeof err));
     /* a message with only a header section signs, its body is empty */
