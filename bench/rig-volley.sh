@@ -6,7 +6,8 @@
 # accounts for it.  VOLLEY_BIN overrides the binary (default build-bench/volleyd);
 # VOLLEY_RULES names a shaping rules file (default: none, the built-in rules);
 # VOLLEY_DKIM a signing key entry "domain:selector:/path/key.pem" (default: none);
-# VOLLEY_SPOOL_OPTS and VOLLEY_DELIVERY_OPTS settings added to those groups.
+# VOLLEY_SPOOL_OPTS, VOLLEY_DELIVERY_OPTS and VOLLEY_DKIM_OPTS settings added to those
+# groups.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${VOLLEY_BIN:-$here/../build-bench/volleyd}
@@ -23,7 +24,7 @@ control: { socket = "$WORK/control.sock"; };
 log: { dir = "$WORK/log"; level = "notice"; };
 daemon: { pid_file = "$WORK/volleyd.pid"; };
 shaping: { rules_file = "${VOLLEY_RULES:-}"; };
-dkim: { keys = [ $dkim_keys ]; };
+dkim: { keys = [ $dkim_keys ]; ${VOLLEY_DKIM_OPTS:-} };
 CONF
     nohup "$bin" -c "$WORK/volley.conf" --foreground >"$WORK/volleyd.out" 2>&1 &
     echo $! >"$WORK/volleyd.bgpid"

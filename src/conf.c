@@ -157,6 +157,9 @@ static const struct conf_key conf_keys[] = {
     {"dkim.canonicalization", CONF_STR, OFF(dkim_canonicalization), "relaxed/relaxed", 0, 0,
      "header/body canonicalization: relaxed/relaxed, relaxed/simple, simple/relaxed or "
      "simple/simple"},
+    {"dkim.sign_threads", CONF_INT, OFF(dkim_sign_threads), "1", 0, 64,
+     "DKIM signing threads beside the delivery threads (read at start); 0 = the "
+     "delivery threads sign.  Pays off with RSA keys (~1 ms of CPU a signature)"},
     {"dkim.expire_seconds", CONF_INT, OFF(dkim_expire_seconds), "0", 0, 31536000,
      "signature lifetime (x= tag) in seconds after signing; 0 = no x= tag"},
 

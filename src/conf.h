@@ -95,6 +95,7 @@ struct conf {
     int dkim_headers_count;
     char *dkim_canonicalization;
     int64_t dkim_expire_seconds;
+    int64_t dkim_sign_threads;
     char *delivery_eightbit;
 
     /* feedback */

@@ -13,6 +13,7 @@
 #include "smtpd.h"
 #include "util.h"
 #include "warmup.h"
+#include "signpool.h"
 #include "worker.h"
 
 #include <event2/buffer.h>
@@ -155,6 +156,11 @@ static int engine_start_workers(struct engine *eng, char *err, size_t errsz)
     /* certificates are not verified yet: opportunistic TLS is about eavesdroppers */
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     eng->tls_client = ctx;
+    if (eng->conf->delivery_enabled && eng->conf->dkim_sign_threads > 0) {
+        eng->signpool = signpool_new((int)eng->conf->dkim_sign_threads, SCHED_DKIM_MEMO_BODIES,
+                                     SCHED_DKIM_MEMO_MAX, err, errsz);
+        if (!eng->signpool) return -1;
+    }
     int n = eng->conf->delivery_enabled ? (int)eng->conf->delivery_workers : 0;
     if (n == 0)
         log_msg(LOG_NOTICE, "delivery", "delivery.enabled is false: mail stays queued");
@@ -508,6 +514,8 @@ void engine_free(struct engine *eng)
     for (int i = 0; i < n; i++)
         worker_stop(eng->workers[i]);
     free(eng->workers);
+    signpool_free(eng->signpool); /* stopped workers have no task in flight */
+    eng->signpool = NULL;
     if (eng->tls_client)
         SSL_CTX_free(eng->tls_client);
     engine_rules_unref(eng->rules);

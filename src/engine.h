@@ -72,6 +72,8 @@ struct engine_stats {
     uint64_t inflight_bytes;  /* message bytes buffered by sessions */
 };
 
+struct signpool;
+
 struct engine {
     struct event_base *base;
     struct conf *conf;
@@ -90,6 +92,7 @@ struct engine {
 
     struct event *sig_term, *sig_int, *sig_hup, *exit_poll;
     struct worker **workers;
+    struct signpool *signpool; /* DKIM signing threads; NULL = workers sign */
     int nworkers;
     struct ssl_ctx_st *tls_client; /* SSL_CTX shared read-only by the workers */
     struct smtpd *smtpd;

@@ -25,6 +25,7 @@
 #include "engine.h"
 #include "bounce_class.h"
 #include "dkim.h"
+#include "signpool.h"
 #include "mime7.h"
 #include "msg_header.h"
 #include "feedback.h"
@@ -56,10 +57,6 @@
 /* a job no source of its pool can send within this long (suspension, warm-up cap)
  * goes back to the spool until then instead of holding a ready slot */
 #define SCHED_HOLD_MAX_MS  60000
-/* bodies whose DKIM body hash a worker remembers across messages (a campaign's
- * one body sent as many messages), and the largest it keeps: at most 4 MB a worker */
-#define SCHED_DKIM_MEMO_BODIES 8
-#define SCHED_DKIM_MEMO_MAX    (512 * 1024)
 /* jobs looked at per dispatch when choosing sources for new connections */
 #define SCHED_OPEN_SCAN    64
 #define SCHED_DSN_MAX      (256 * 1024) /* a notice copies at most 64 KB of headers */
@@ -100,6 +97,8 @@ struct sched_job {
     size_t warm_keylen;
     json_t *dkim; /* "domain/selector" of each DKIM signature it carries (for the
                      accounting records); NULL = unsigned */
+    struct sched_sign *sign; /* its signatures are being made on a signing thread:
+                                the text is there, not in content */
 
     /* while being sent */
     const char **rcpt_ptrs;
@@ -408,8 +407,11 @@ static void sched_job_warm_return(struct sched *s, struct sched_job *job)
 
 /* sched_job_free - free a job; its recipients leave memory (not the in-flight set:
  * that happens when their outcome is committed, or here when drop_keys) */
+static void sched_sign_detach(struct sched_job *job);
+
 static void sched_job_free(struct sched *s, struct sched_job *job, bool drop_keys)
 {
+    sched_sign_detach(job);
     for (uint32_t i = 0; i < job->nrcpt; i++) {
         if (drop_keys) sched_key_del(s, job->msg->id, job->rcpts[i].idx);
         free(job->rcpts[i].addr);
@@ -1529,65 +1531,146 @@ static void sched_from_domain(const uint8_t *msg, size_t len, char *out, size_t 
     str_lower(out);
 }
 
+/* room a signature may take, per key: what SIZE= declares while it is being made */
+#define SCHED_SIGN_RESERVE 4096
+
+/* a job's signatures being made on a signing thread */
+struct sched_sign {
+    struct signpool_task t; /* first: its mailbox message comes back to sched_sign_done */
+    struct sched *s;
+    struct sched_job *job;        /* NULL once the job has gone: the result is dropped */
+    struct sched_conn *conn;      /* the job's connection, valid while job is set */
+    struct engine_rules *rules;   /* keeps the keys alive across a reload */
+    size_t estimate;              /* the size declared in the meantime */
+};
+
+/* sched_sign_detach - job goes away (settled, or back to a queue) while its
+ * signatures are being made: the result, when it comes, is dropped */
+static void sched_sign_detach(struct sched_job *job)
+{
+    if (!job->sign) return;
+    job->sign->job = NULL;
+    job->sign = NULL;
+}
+
+/*
+ * sched_sign_apply - the signatures of t are made: the signed text becomes job's
+ * content (a key that failed is logged; the message then goes without that
+ * signature rather than not at all), the body hash is kept for the message's other
+ * jobs, and the keys that signed are noted for the accounting record
+ */
+static void sched_sign_apply(struct sched *s, struct sched_job *job, struct signpool_task *t)
+{
+    json_t *who = json_array();
+    for (int i = 0; i < t->nkeys; i++) {
+        if (t->ok[i]) {
+            json_array_append_new(who, json_string(dkim_key_label(t->keys[i])));
+            continue;
+        }
+        char idtxt[MSGID_STR_LEN + 1];
+        msgid_format(job->msg->id, idtxt);
+        log_event(LOG_WARNING, "dkim_sign",
+                  json_pack("{s:s, s:s, s:s, s:s}", "msgid", idtxt, "domain",
+                            dkim_key_domain(t->keys[i]), "selector",
+                            dkim_key_selector(t->keys[i]), "error", t->err[i]));
+    }
+    json_decref(job->dkim);
+    job->dkim = NULL;
+    if (json_array_size(who) > 0) job->dkim = who; /* the job owns the list now */
+    else json_decref(who);
+    if (t->use_bh && t->bh.valid) job->msg->dkim_bh = t->bh;
+    vbuf_free(&job->content);
+    job->content = t->text;
+    vbuf_init(&t->text, SIZE_MAX);
+    signpool_task_clear(t);
+}
+
+/* sched_sign_done - on this worker's loop: a signing thread is done with ss */
+static void sched_sign_done(void *ctx, struct mbox_msg *m)
+{
+    struct sched_sign *ss = (struct sched_sign *)m;
+    struct sched *s = ss->s;
+    struct sched_job *job = ss->job;
+    if (job) {
+        job->sign = NULL;
+        sched_sign_apply(s, job, &ss->t);
+        job->txn.content = job->content.data;
+        job->txn.content_len = job->content.len;
+        /* a job still here is still its connection's, and the connection still has
+         * its session: losing it would have settled or requeued the job */
+        smtpc_content_ready(ss->conn->c, &job->txn);
+    }
+    signpool_task_clear(&ss->t);
+    engine_rules_unref(ss->rules);
+    free(ss);
+    s->pending_ops--;
+    if (s->stopping && s->pending_ops == 0 && s->stop_done) s->stop_done(s->stop_arg);
+}
+
 /*
  * sched_dkim_sign - sign the content about to be sent: with every dkim.keys key of
  * the From domain (or of its closest parent that has one: relaxed alignment), and
  * every dkim.always key.  The signatures go on top, in front of what they sign.
- * A signing failure sends the message unsigned rather than not at all, and says so.
+ * With signing threads (dkim.sign_threads) the text goes to them and job->sign is
+ * set: MAIL, RCPT and DATA go out meanwhile, the text when the signatures are made.
+ * Inline otherwise, and for a message so near the server's SIZE limit that only
+ * its exact size may be declared.  A signing failure sends the message unsigned
+ * rather than not at all, and says so.
  */
-static void sched_dkim_sign(struct sched *s, struct sched_job *job, bool converted)
+static void sched_dkim_sign(struct sched *s, struct sched_job *job, struct sched_conn *conn,
+                            bool converted)
 {
-    const struct engine_rules *er = s->rules;
+    struct engine_rules *er = s->rules;
     if (er->ndkim_keys == 0 && er->ndkim_always == 0) return;
     char from[256];
     sched_from_domain(job->content.data, job->content.len, from, sizeof from);
-    const struct dkim_key *use[2 * CONF_MAX_LIST];
-    int nuse = 0;
-    for (const char *d = from; *d && nuse == 0; d = strchr(d, '.') ? strchr(d, '.') + 1 : "") {
-        for (int i = 0; i < er->ndkim_keys && nuse < CONF_MAX_LIST; i++)
-            if (strcmp(dkim_key_domain(er->dkim_keys[i]), d) == 0) use[nuse++] = er->dkim_keys[i];
+    struct sched_sign *ss = xcalloc(1, sizeof *ss);
+    struct signpool_task *t = &ss->t;
+    for (const char *d = from; *d && t->nkeys == 0; d = strchr(d, '.') ? strchr(d, '.') + 1 : "") {
+        for (int i = 0; i < er->ndkim_keys && t->nkeys < CONF_MAX_LIST; i++)
+            if (strcmp(dkim_key_domain(er->dkim_keys[i]), d) == 0)
+                t->keys[t->nkeys++] = er->dkim_keys[i];
         if (!strchr(d, '.')) break; /* no parent above a top-level label */
     }
-    for (int i = 0; i < er->ndkim_always && nuse < 2 * CONF_MAX_LIST; i++)
-        use[nuse++] = er->dkim_always[i];
-    if (nuse == 0) return;
-    struct dkim_params p = {.timestamp = now_ms() / 1000};
+    for (int i = 0; i < er->ndkim_always && t->nkeys < SIGNPOOL_MAX_KEYS; i++)
+        t->keys[t->nkeys++] = er->dkim_always[i];
+    if (t->nkeys == 0) {
+        free(ss);
+        return;
+    }
+    struct dkim_params *p = &t->params;
+    p->timestamp = now_ms() / 1000;
     const char *cz = s->conf->dkim_canonicalization;
-    p.hcanon = strncmp(cz, "simple/", 7) == 0 ? DKIM_CANON_SIMPLE : DKIM_CANON_RELAXED;
-    p.bcanon = strcmp(strchr(cz, '/') ? strchr(cz, '/') + 1 : "", "simple") == 0
-                   ? DKIM_CANON_SIMPLE
-                   : DKIM_CANON_RELAXED;
-    p.expire = s->conf->dkim_expire_seconds;
-    /* a copy converted to 7 bit has a body of its own */
-    p.bh = converted ? NULL : &job->msg->dkim_bh;
-    p.memo = s->dkim_memo; /* compares octets: a converted body finds only its own */
-    p.hlist = er->dkim_hlist;
-    struct vbuf sigs;
-    vbuf_init(&sigs, SIZE_MAX);
-    json_t *who = json_array();
-    for (int i = 0; i < nuse; i++) {
-        char err[200];
-        if (dkim_sign(use[i], &p, job->content.data, job->content.len, &sigs, err, sizeof err) ==
-            0) {
-            json_array_append_new(who, json_string(dkim_key_label(use[i])));
-        } else {
-            char idtxt[MSGID_STR_LEN + 1];
-            msgid_format(job->msg->id, idtxt);
-            log_event(LOG_WARNING, "dkim_sign",
-                      json_pack("{s:s, s:s, s:s, s:s}", "msgid", idtxt, "domain",
-                                dkim_key_domain(use[i]), "selector", dkim_key_selector(use[i]),
-                                "error", err));
-        }
+    p->hcanon = strncmp(cz, "simple/", 7) == 0 ? DKIM_CANON_SIMPLE : DKIM_CANON_RELAXED;
+    p->bcanon = strcmp(strchr(cz, '/') ? strchr(cz, '/') + 1 : "", "simple") == 0
+                    ? DKIM_CANON_SIMPLE
+                    : DKIM_CANON_RELAXED;
+    p->expire = s->conf->dkim_expire_seconds;
+    p->hlist = er->dkim_hlist;
+    /* a copy converted to 7 bit has a body of its own; the memo compares octets,
+     * so a converted body finds only its own */
+    t->use_bh = !converted;
+    if (t->use_bh) t->bh = job->msg->dkim_bh;
+    t->text = job->content;
+    vbuf_init(&job->content, SIZE_MAX);
+    size_t estimate = t->text.len + SCHED_SIGN_RESERVE * (size_t)t->nkeys;
+    uint64_t limit = conn && conn->c ? smtpc_max_size(conn->c) : 0;
+    if (s->p.signpool && conn && conn->c && (limit == 0 || estimate <= limit)) {
+        ss->s = s;
+        ss->job = job;
+        ss->conn = conn;
+        ss->rules = engine_rules_ref(er);
+        ss->estimate = estimate;
+        t->reply = s->p.mbox;
+        t->msg.run = sched_sign_done;
+        job->sign = ss;
+        s->pending_ops++;
+        signpool_submit(s->p.signpool, t);
+        return;
     }
-    if (sigs.len > 0 && vbuf_append(&sigs, job->content.data, job->content.len) == 0) {
-        vbuf_free(&job->content);
-        job->content = sigs;
-        json_decref(job->dkim);
-        job->dkim = who; /* the job owns the list now */
-    } else {
-        vbuf_free(&sigs);
-        json_decref(who);
-    }
+    signpool_sign(t, s->dkim_memo);
+    sched_sign_apply(s, job, t);
+    free(ss);
 }
 
 /*
@@ -1623,12 +1706,13 @@ static void sched_job_for_server(struct sched *s, struct sched_job *job, struct 
         job->txn.body_8bit = false;
         converted = true;
     }
-    sched_dkim_sign(s, job, converted);
+    sched_dkim_sign(s, job, conn, converted);
 }
 
 /* sched_job_unprepare - undo sched_job_prepare (the job goes back to a queue) */
 static void sched_job_unprepare(struct sched *s, struct sched_job *job)
 {
+    sched_sign_detach(job);
     sched_job_warm_return(s, job);
     free(job->mail_from);
     job->mail_from = NULL;
@@ -1682,8 +1766,9 @@ static int sched_job_prepare(struct sched *s, struct sched_job *job, struct sche
     job->txn.smtputf8 = (job->msg->flags & SPOOL_MSG_SMTPUTF8) != 0;
     job->txn.rcpt_reply = job->replies;
     sched_job_for_server(s, job, conn);
-    job->txn.content = job->content.data;
-    job->txn.content_len = job->content.len;
+    job->txn.content_pending = job->sign != NULL;
+    job->txn.content = job->sign ? NULL : job->content.data;
+    job->txn.content_len = job->sign ? job->sign->estimate : job->content.len;
     return 0;
 }
 

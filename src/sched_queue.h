@@ -30,6 +30,14 @@
 #include <jansson.h>
 #include <openssl/ssl.h>
 
+/* bodies whose DKIM body hash a delivery or signing thread remembers across
+ * messages (a campaign's one body sent as many messages), and the largest it
+ * keeps: at most 4 MB a thread */
+#define SCHED_DKIM_MEMO_BODIES 8
+#define SCHED_DKIM_MEMO_MAX    (512 * 1024)
+
+struct signpool;
+
 struct sched_params {
     struct event_base *base;
     struct spool *spool;
@@ -37,6 +45,8 @@ struct sched_params {
     struct dns *dns;
     SSL_CTX *tls_ctx;
     struct mbox *mbox; /* this worker's mailbox: spool completions land here */
+    struct signpool *signpool; /* DKIM signing threads (completions land in mbox);
+                                  NULL = sign on this thread */
     int worker_index;
     int nworkers;
     const char *helo_name;

@@ -178,6 +178,7 @@ struct smtpc {
     bool mail_ok;
     size_t text_off;
     bool text_bol;
+    bool text_wait; /* 354 came before the text was made (t->content_pending) */
 };
 
 static void smtpc_bev_read_cb(struct bufferevent *bev, void *arg);
@@ -943,6 +944,7 @@ static void smtpc_text_fill(struct smtpc *c)
 {
     struct smtpc_txn *t = c->txn;
     struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->text_wait) return; /* smtpc_content_ready() starts the text */
 
     while (c->text_off < t->content_len && evbuffer_get_length(out) < SMTPC_TEXT_HIWAT)
         smtpc_text_chunk(c, out);
@@ -965,7 +967,8 @@ static void smtpc_txn_reply(struct smtpc *c, const struct smtpc_reply *r)
             if (c->mail_ok && c->nok > 0) {
                 c->text_off = 0;
                 c->text_bol = true;
-                smtpc_enter(c, SMTPC_S_TEXT);
+                c->text_wait = t->content_pending;
+                smtpc_enter(c, SMTPC_S_TEXT); /* the data block timer waits for it too */
                 smtpc_text_fill(c);
             } else {
                 /* RFC 2920 3.1: nothing to deliver but the server wants text;
@@ -1036,7 +1039,7 @@ static int smtpc_send_queue(struct smtpc *c, struct smtpc_txn *t)
     else
         return -1;
     if (!t || !t->sender || t->nrcpt == 0 || !t->rcpts || !t->rcpt_reply ||
-        (t->content_len > 0 && !t->content))
+        (t->content_len > 0 && !t->content && !t->content_pending))
         return -1;
 
     memset(&t->mail_reply, 0, sizeof(t->mail_reply));
@@ -1502,6 +1505,15 @@ int smtpc_send(struct smtpc *c, struct smtpc_txn *t)
     int rc = smtpc_send_queue(c, t);
     smtpc_flush(c);
     return rc;
+}
+
+void smtpc_content_ready(struct smtpc *c, struct smtpc_txn *t)
+{
+    t->content_pending = false;
+    if (c->txn != t || c->state != SMTPC_S_TEXT || !c->text_wait) return;
+    c->text_wait = false;
+    smtpc_text_fill(c);
+    smtpc_flush(c);
 }
 
 void smtpc_quit(struct smtpc *c)

@@ -97,6 +97,12 @@ struct smtpc_txn {
     uint32_t nrcpt;
     const uint8_t *content;      /* CRLF lines, NOT dot-stuffed */
     size_t content_len;
+    /* the text is still being made (signed on another thread): MAIL, RCPT and DATA
+     * go out, the text waits for smtpc_content_ready().  Until then content may be
+     * NULL and content_len is an upper estimate: it is what SIZE= declares (RFC
+     * 1870 6: the size is the client's estimate) and what the SIZE limit is
+     * checked against */
+    bool content_pending;
     bool body_8bit;
     bool smtputf8;
     /* set by the caller when the message cannot go to this server as it is (e.g.
@@ -153,6 +159,13 @@ struct smtpc *smtpc_new(const struct smtpc_params *p, const struct smtpc_callbac
  * the order they finish.  0, or -1 if the session can take nothing now.
  */
 int smtpc_send(struct smtpc *c, struct smtpc_txn *t);
+/*
+ * smtpc_content_ready - t's text is made: the caller has set t->content and
+ * t->content_len and cleared t->content_pending.  If the server already said 354
+ * the text goes out now.  Safe on a transaction the session has finished or
+ * dropped (nothing happens).
+ */
+void smtpc_content_ready(struct smtpc *c, struct smtpc_txn *t);
 /* smtpc_quit - send QUIT on an idle session; closed() follows */
 void smtpc_quit(struct smtpc *c);
 /* smtpc_abort - close at once; no further callbacks; frees the session */

@@ -670,6 +670,7 @@ int spool_writer_start(struct spool *sp)
 {
     if (pthread_create(&sp->writer, NULL, spool_writer_main, sp) != 0)
         return -1;
+    pthread_setname_np(sp->writer, "spool-writer"); /* for top -H and ps -L */
     sp->writer_started = true;
     return 0;
 }

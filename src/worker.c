@@ -146,6 +146,7 @@ struct worker *worker_start(struct engine *eng, SSL_CTX *tls, int index, char *e
         .dns = w->dns,
         .tls_ctx = tls,
         .mbox = w->mbox,
+        .signpool = eng->signpool,
         .worker_index = index,
         .nworkers = (int)c->delivery_workers,
         .helo_name = w->helo,
@@ -163,6 +164,9 @@ struct worker *worker_start(struct engine *eng, SSL_CTX *tls, int index, char *e
         free(w);
         return NULL;
     }
+    char name[16]; /* for top -H and ps -L */
+    snprintf(name, sizeof name, "deliver/%d", index % 100);
+    pthread_setname_np(w->thread, name);
     return w;
 }
 

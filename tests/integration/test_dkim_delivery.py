@@ -5,12 +5,14 @@ the public keys published as TXT records by the test DNS server.  Also: keys by
 From domain (and its parent), extra platform signatures, a bad key refused at
 start naming the file, SMTPUTF8 only to hosts that offer it."""
 
+import json
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from mailnet import wait_final
+from mailnet import acct_records, wait_final
 from volley_harness import VOLLEYD, make_body, render_config
 
 dkim = pytest.importorskip("dkim")
@@ -53,7 +55,14 @@ def _verify(content, records):
     return n, out
 
 
-def _net(mailnet, volley_factory, tmp_path, keys, always=(), overrides=None):
+@pytest.fixture(params=[0, 2], ids=["inline", "threads"])
+def sign_threads(request):
+    """Every signing test runs twice: signed on the delivery thread, and by two
+    signing threads while MAIL, RCPT and DATA are already out (dkim.sign_threads)."""
+    return request.param
+
+
+def _net(mailnet, volley_factory, tmp_path, sign_threads, keys, always=(), overrides=None):
     mailnet.start_dns(hosts={"mx.dk.test": "127.0.0.2", "mx.old.test": "127.0.0.3"},
                       mx=[("dk.test", "mx.dk.test", 10), ("old.test", "mx.old.test", 10)])
     host = mailnet.smtpd("127.0.0.2", "mx.dk.test", enable_SMTPUTF8=True)
@@ -65,14 +74,15 @@ def _net(mailnet, volley_factory, tmp_path, keys, always=(), overrides=None):
         records["%s._domainkey.%s" % (selector, domain)] = _dns_record(path, kind)
         e = "%s:%s:%s" % (domain, selector, path)
         (always_entries if (domain, selector, kind) in always else entries).append(e)
-    settings = {"dkim.keys": entries, "dkim.always": always_entries}
+    settings = {"dkim.keys": entries, "dkim.always": always_entries,
+                "dkim.sign_threads": sign_threads}
     settings.update(overrides or {})
     v = volley_factory(mailnet.settings(settings))
     return v, host, old, records
 
 
-def test_signed_messages_verify_with_dkimpy(mailnet, volley_factory, tmp_path):
-    v, host, _, records = _net(mailnet, volley_factory, tmp_path,
+def test_signed_messages_verify_with_dkimpy(mailnet, volley_factory, tmp_path, sign_threads):
+    v, host, _, records = _net(mailnet, volley_factory, tmp_path, sign_threads,
                                [("example.org", "ed", "ed25519"), ("example.org", "rsa", "rsa2048")],
                                always=[("platform.test", "p1", "rsa1024")])
     bodies = [
@@ -104,10 +114,22 @@ def test_signed_messages_verify_with_dkimpy(mailnet, volley_factory, tmp_path):
     # a changed body no longer verifies: the check above is not vacuous
     c = envs["u0@dk.test"].content.replace(b"Hello.", b"Hellp.")
     assert _verify(c, records)[1] == [False] * 3
+    # with signing threads MAIL goes out before the signatures are made, so SIZE=
+    # declares room for them (4096 octets a signature); signed inline, the exact size
+    for _, rcpt in sent:
+        size = [int(o[5:]) for o in envs[rcpt].mail_options if o.upper().startswith("SIZE=")]
+        n = len(envs[rcpt].content)
+        if sign_threads:
+            assert size and n < size[0] <= n + 3 * 4096, (rcpt, size, n)
+        else:
+            assert size == [n], (rcpt, size, n)
+    names = [(Path("/proc/%d/task" % v.pid) / t / "comm").read_text().strip()
+             for t in os.listdir("/proc/%d/task" % v.pid)]
+    assert sum(t.startswith("dkim-sign/") for t in names) == sign_threads, names
 
 
-def test_parent_domain_key_and_unsigned_domains(mailnet, volley_factory, tmp_path):
-    v, host, _, records = _net(mailnet, volley_factory, tmp_path, [("example.org", "s1", "ed25519")])
+def test_parent_domain_key_and_unsigned_domains(mailnet, volley_factory, tmp_path, sign_threads):
+    v, host, _, records = _net(mailnet, volley_factory, tmp_path, sign_threads, [("example.org", "s1", "ed25519")])
     a = v.inject("x@news.example.org", ["a@dk.test"],
                  b"From: News <x@news.example.org>\r\nTo: a@dk.test\r\nSubject: s\r\n\r\nhi\r\n")
     c = v.inject("z@other.test", ["c@dk.test"],
@@ -123,8 +145,8 @@ def test_parent_domain_key_and_unsigned_domains(mailnet, volley_factory, tmp_pat
     assert b"DKIM-Signature" not in envs["c@dk.test"].content
 
 
-def test_8bit_to_a_7bit_host_is_converted_before_signing(mailnet, volley_factory, tmp_path):
-    v, _, old, records = _net(mailnet, volley_factory, tmp_path, [("example.org", "s1", "ed25519")])
+def test_8bit_to_a_7bit_host_is_converted_before_signing(mailnet, volley_factory, tmp_path, sign_threads):
+    v, _, old, records = _net(mailnet, volley_factory, tmp_path, sign_threads, [("example.org", "s1", "ed25519")])
     body = make_body("latin", body_lines=("na\u00efve caf\u00e9", "=plain= line"),
                      extra_headers=("MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-8"))
     m = v.inject("news@example.org", ["r@old.test"], body, params="BODY=8BITMIME")
@@ -142,8 +164,8 @@ def test_8bit_to_a_7bit_host_is_converted_before_signing(mailnet, volley_factory
     assert "na\u00efve caf\u00e9" in msg.get_content()
 
 
-def test_8bit_bounce_mode_and_smtputf8_needs_the_extension(mailnet, volley_factory, tmp_path):
-    v, host, old, _ = _net(mailnet, volley_factory, tmp_path, [],
+def test_8bit_bounce_mode_and_smtputf8_needs_the_extension(mailnet, volley_factory, tmp_path, sign_threads):
+    v, host, old, _ = _net(mailnet, volley_factory, tmp_path, sign_threads, [],
                            overrides={"delivery.eightbit": "bounce"})
     m = v.inject("news@example.org", ["r@old.test"], make_body("x", body_lines=("\u00e9",)),
                  params="BODY=8BITMIME")
@@ -170,10 +192,10 @@ def test_missing_key_file_is_a_startup_error_naming_it(tmp_path):
 
 
 def test_sighup_reloads_keys_and_keeps_the_old_ones_when_a_file_breaks(
-        mailnet, volley_factory, tmp_path):
+        mailnet, volley_factory, tmp_path, sign_threads):
     import signal
     import time
-    v, host, _, records = _net(mailnet, volley_factory, tmp_path, [("example.org", "s1", "ed25519")])
+    v, host, _, records = _net(mailnet, volley_factory, tmp_path, sign_threads, [("example.org", "s1", "ed25519")])
     key = tmp_path / "example.org-s1.pem"
     m1 = v.inject("news@example.org", ["k1@dk.test"], make_body("one"))
     wait_final(v, [(m1, "k1@dk.test")], timeout=10)
@@ -210,11 +232,11 @@ def test_sighup_reloads_keys_and_keeps_the_old_ones_when_a_file_breaks(
     assert good != key.read_bytes()
 
 
-def test_configured_header_list_is_signed(mailnet, volley_factory, tmp_path):
+def test_configured_header_list_is_signed(mailnet, volley_factory, tmp_path, sign_threads):
     # dkim.headers replaces the built-in list: the campaign header is signed (a
     # changed value no longer verifies), To is not (changing it still verifies),
     # and From is signed anyway, once more than it occurs
-    v, host, _, records = _net(mailnet, volley_factory, tmp_path, [("example.org", "s1", "ed25519")],
+    v, host, _, records = _net(mailnet, volley_factory, tmp_path, sign_threads, [("example.org", "s1", "ed25519")],
                                overrides={"dkim.headers": ["Subject", "X-Campaign"]})
     body = make_body("hl", extra_headers=("X-Campaign: spring-42",))
     m = v.inject("news@example.org", ["h@dk.test"], body)
@@ -239,13 +261,13 @@ def test_bad_header_name_is_a_config_error(tmp_path, name):
     assert "dkim.headers" in r.stderr and "not a header field name" in r.stderr, r.stderr
 
 
-def test_per_recipient_copies_share_a_body_hash_and_verify(mailnet, volley_factory, tmp_path):
+def test_per_recipient_copies_share_a_body_hash_and_verify(mailnet, volley_factory, tmp_path, sign_threads):
     # with VERP every recipient gets its own transaction and return path, and the
     # body hash is computed once per stored message; each copy must still verify,
     # also with two keys, and the 7-bit copy for the host without 8BITMIME (a body
     # of its own) must not reuse the 8-bit body's hash
     v, host, old, records = _net(
-        mailnet, volley_factory, tmp_path,
+        mailnet, volley_factory, tmp_path, sign_threads,
         [("example.org", "ed", "ed25519"), ("example.org", "rsa", "rsa2048")],
         overrides={"feedback.secret": "0123456789abcdef0123", "feedback.bounce_domain": "bounces.example.org"})
     rcpts = ["a@dk.test", "b@dk.test", "c@old.test", "d@dk.test"]
@@ -271,11 +293,11 @@ def _bh(content):
     return [t.strip()[3:] for t in sig.split(b";") if t.strip().startswith(b"bh=")][0]
 
 
-def test_campaign_messages_sharing_a_body_and_look_alikes_verify(mailnet, volley_factory, tmp_path):
+def test_campaign_messages_sharing_a_body_and_look_alikes_verify(mailnet, volley_factory, tmp_path, sign_threads):
     # separate messages (a campaign's) with one body: the worker remembers that
     # body's hash across messages; bodies of the same length that differ in one
     # octet, and the 7-bit copy of an 8-bit body, must each get their own
-    v, host, old, records = _net(mailnet, volley_factory, tmp_path,
+    v, host, old, records = _net(mailnet, volley_factory, tmp_path, sign_threads,
                                  [("example.org", "ed", "ed25519")])
     shared = ("Our  spring\tnewsletter", "x" * 300, "caf\u00e9")
     bodies = {
@@ -302,3 +324,27 @@ def test_campaign_messages_sharing_a_body_and_look_alikes_verify(mailnet, volley
     assert bh["a@dk.test"] == bh["b@dk.test"] == bh["c@dk.test"], bh
     assert len({bh["a@dk.test"], bh["d@dk.test"], bh["e@dk.test"], bh["f@old.test"]}) == 4, bh
     assert b"quoted-printable" in got["f@old.test"]
+
+
+def test_transaction_refused_while_it_is_being_signed_then_retried(
+        mailnet, volley_factory, tmp_path, sign_threads):
+    # A 3.6 MB body keeps the signer busy for milliseconds, and the host refuses the
+    # recipient at once the first time: with signing threads the transaction ends
+    # while its signatures are still being made (their result is then dropped, the
+    # recipient deferred); the retry sends one signed copy, which verifies.
+    v, host, _, records = _net(mailnet, volley_factory, tmp_path, sign_threads,
+                               [("example.org", "ed", "ed25519"), ("example.org", "rsa", "rsa2048")])
+    host.handler.rcpt_script = lambda addr, n: "450 4.2.0 not now" if n == 1 else None
+    body = make_body("big", body_lines=["line %d " % i + "x" * 900 for i in range(4000)])
+    key = (v.inject("news@example.org", ["big@dk.test"], body), "big@dk.test")
+    final = wait_final(v, [key], timeout=30)
+    recs = acct_records(v)
+    deferred = [r for r in recs if r.get("type") == "deferred" and r.get("recipient") == "big@dk.test"]
+    assert deferred and "not now" in json.dumps(deferred[0]), recs
+    assert final[key][-1]["type"] == "delivered" and final[key][-1]["dkim"] == \
+        ["example.org/ed", "example.org/rsa"], final[key]
+    envs = [e for e in host.handler.envelopes if e.rcpt_tos == ["big@dk.test"]]
+    assert len(envs) == 1
+    n, ok = _verify(envs[0].content, records)
+    assert n == 2 and ok == [True, True], (n, ok)
+    assert v.proc.poll() is None

@@ -425,6 +425,7 @@ struct drv {
     struct smtpc_reply last;
     bool reentered, send_failed, abort_in_ready, abort_in_done;
     bool no_quit; /* leave the session idle after the last transaction */
+    bool chain;   /* send the second transaction at once, behind the first */
     /* facts captured in ready() */
     bool pipelining, eightbit, utf8, fallback;
     uint64_t max_size;
@@ -439,6 +440,7 @@ static void drv_next(struct drv *d)
     if (d->next < d->ntxn) {
         g_in_api = true;
         int rc = smtpc_send(d->c, d->txns[d->next++]);
+        if (rc == 0 && d->chain && d->next < d->ntxn) rc = smtpc_send(d->c, d->txns[d->next++]);
         g_in_api = false;
         if (rc == 0) return;
         d->send_failed = true;
@@ -1157,6 +1159,104 @@ static void test_size_limit(void **state)
     assert_int_equal(smtpc_rcpt_outcome(&x[1].t, 0)->code, 250);
 }
 
+/* ---- text made while the commands are out (content_pending) ---------------------- */
+
+struct pend {
+    struct fx *f;
+    struct tx *x;
+    struct event *ev;
+    int wait_pc;         /* the server step that shows the 354 is out */
+    bool ready;          /* smtpc_content_ready was called */
+    bool early_text;     /* the server had text before the content was ready */
+    int polls;
+};
+
+/* pend_cb - once the server has sent its 354 (and 30 ms more for it to arrive),
+ * the content is made: nothing of it may have reached the server before */
+static void pend_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pend *pd = arg;
+    struct srv_conn *k = &pd->f->srv.conns[0];
+    struct timeval tv = {0, 5000};
+    if (pd->f->srv.nconns < 1 || k->pc < pd->wait_pc || ++pd->polls < 6) {
+        evtimer_add(pd->ev, &tv);
+        return;
+    }
+    pd->early_text = (k->text && evbuffer_get_length(k->text)) ||
+                     (k->bev && evbuffer_get_length(bufferevent_get_input(k->bev)));
+    pd->x->t.content = (const uint8_t *)SIMPLE_TEXT;
+    pd->x->t.content_len = strlen(SIMPLE_TEXT);
+    pd->ready = true;
+    g_in_api = true;
+    smtpc_content_ready(pd->f->d.c, &pd->x->t);
+    g_in_api = false;
+}
+
+static void test_content_pending_waits_after_354(void **state)
+{
+    struct fx *f = *state;
+    static const struct step s[] = {
+        GREET, SEND("250-mx.test\r\n250-SIZE 100000\r\n250 PIPELINING\r\n"),
+        /* SIZE= declares the estimate while the text is being made */
+        BATCH("MAIL FROM:<a@x.test> SIZE=5000\r\n" RCPT1 "DATA\r\n"),
+        SEND("250 ok\r\n250 ok\r\n354 go\r\n"), DATA, SEND("250 2.0.0 queued\r\n"), BYE};
+    fx_script(f, s, NULL);
+    struct tx x;
+    tx_init(&x, NULL, 5000, "b1@y.test", NULL);
+    x.t.content_pending = true;
+    struct pend pd = {.f = f, .x = &x, .wait_pc = 5};
+    pd.ev = evtimer_new(f->base, pend_cb, &pd);
+    struct timeval tv = {0, 5000};
+    evtimer_add(pd.ev, &tv);
+    fx_run(f, &x, 1);
+    event_free(pd.ev);
+    fx_ok(f);
+    assert_true(pd.ready);
+    assert_false(pd.early_text);
+    assert_false(x.t.content_pending);
+    assert_int_equal(f->d.ndone, 1);
+    assert_int_equal(smtpc_rcpt_outcome(&x.t, 0)->code, 250);
+    assert_true(srv_text_is(&f->srv, 0, SIMPLE_TEXT, strlen(SIMPLE_TEXT)));
+}
+
+/* made before the 354 arrives (the usual case: signing is quick): the text goes
+ * at the 354 as if it had been there all along; and a chained transaction that
+ * is pending waits the same way behind the first */
+static void test_content_pending_ready_early_and_chained(void **state)
+{
+    struct fx *f = *state;
+    static const struct step s[] = {
+        GREET, EHLO_PIPE, BATCH(MAIL1 RCPT1 "DATA\r\n"),
+        SEND("250 ok\r\n250 ok\r\n354 go\r\n"), DATA,
+        BATCH(MAIL1 RCPT2 "DATA\r\n"),
+        SEND("250 2.0.0 one\r\n250 ok\r\n250 ok\r\n354 go\r\n"), DATA,
+        SEND("250 2.0.0 two\r\n"), BYE};
+    fx_script(f, s, NULL);
+    struct tx x[2];
+    tx_init(&x[0], NULL, 100, "b1@y.test", NULL);
+    tx_init(&x[1], NULL, 100, "b2@y.test", NULL);
+    x[0].t.content_pending = x[1].t.content_pending = true;
+    /* the first is made at once, the second once the server asked for its text */
+    x[0].t.content = (const uint8_t *)"Subject: one\r\n\r\n1\r\n";
+    x[0].t.content_len = strlen((const char *)x[0].t.content);
+    x[0].t.content_pending = false;
+    struct pend pd = {.f = f, .x = &x[1], .wait_pc = 7};
+    pd.ev = evtimer_new(f->base, pend_cb, &pd);
+    struct timeval tv = {0, 5000};
+    evtimer_add(pd.ev, &tv);
+    f->d.chain = true;
+    fx_run(f, x, 2);
+    event_free(pd.ev);
+    fx_ok(f);
+    assert_true(pd.ready);
+    assert_false(pd.early_text);
+    assert_int_equal(f->d.ndone, 2);
+    assert_string_equal(smtpc_rcpt_outcome(&x[0].t, 0)->text, "one");
+    assert_string_equal(smtpc_rcpt_outcome(&x[1].t, 0)->text, "two");
+    assert_true(srv_text_is(&f->srv, 0, "Subject: one\r\n\r\n1\r\n", 19));
+    assert_true(srv_text_is(&f->srv, 1, SIMPLE_TEXT, strlen(SIMPLE_TEXT)));
+}
+
 static void test_smtputf8(void **state)
 {
     struct fx *f = *state;
@@ -1780,6 +1880,8 @@ int main(void)
         T(test_rset_after_refused_mail),
         T(test_rset_lockstep_mail_refused),
         T(test_size_limit),
+        T(test_content_pending_waits_after_354),
+        T(test_content_pending_ready_early_and_chained),
         T(test_smtputf8),
         T(test_smtputf8_offered),
         T(test_multiline_enhanced),
