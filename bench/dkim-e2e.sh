@@ -7,8 +7,9 @@
 # the same Ed25519 key (to compare two builds in one run).  MODES="off ed25519"
 # narrows the set (more runs of the pair in the same time: this VM's run-to-run
 # noise is ±20 %, so the mean of several alternations is the figure to quote).
-# The signed modes use the default dkim.sign_threads (1 signing thread); "ed-inline"
-# and "rsa-inline" sign on the delivery thread (dkim.sign_threads = 0), to compare.
+# The signed modes use the default dkim.sign_threads (1 signing thread; SIGN_THREADS=N
+# sets another count); "ed-inline" and "rsa-inline" sign on the delivery thread
+# (dkim.sign_threads = 0), to compare.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 rig=${RIG:-$top/../shared/rig}
@@ -41,6 +42,7 @@ for r in $(seq "$runs"); do
         rsa-inline) dk="inject.test:rsa:$keys/rsa.pem" ;;
         esac
         dkopts=""
+        [ -n "${SIGN_THREADS:-}" ] && dkopts="sign_threads = $SIGN_THREADS;"
         case $mode in *-inline) dkopts="sign_threads = 0;" ;; esac
         # a run that does not deliver everything in the rig's time still reports
         out=$(VOLLEY_BIN="$bin" VOLLEY_DKIM="$dk" VOLLEY_DKIM_OPTS="$dkopts" "$rig/run.sh" "$top/bench/rig-volley.sh" "$msgs" 2>&1 || true)
