@@ -105,6 +105,7 @@ struct sched_job {
     struct smtpc_reply *replies;
     struct smtpc_txn txn;
     struct vbuf content;
+    struct vbuf sigs; /* its DKIM-Signature fields, sent in front of content */
 };
 
 struct sched_host {
@@ -424,6 +425,7 @@ static void sched_job_free(struct sched *s, struct sched_job *job, bool drop_key
     free(job->rcpt_ptrs);
     free(job->replies);
     vbuf_free(&job->content);
+    vbuf_free(&job->sigs);
     sched_msg_unref(job->msg);
     free(job);
 }
@@ -1582,6 +1584,9 @@ static void sched_sign_apply(struct sched *s, struct sched_job *job, struct sign
     vbuf_free(&job->content);
     job->content = t->text;
     vbuf_init(&t->text, SIZE_MAX);
+    vbuf_free(&job->sigs);
+    job->sigs = t->sigs;
+    vbuf_init(&t->sigs, SIZE_MAX);
     signpool_task_clear(t);
 }
 
@@ -1596,6 +1601,8 @@ static void sched_sign_done(void *ctx, struct mbox_msg *m)
         sched_sign_apply(s, job, &ss->t);
         job->txn.content = job->content.data;
         job->txn.content_len = job->content.len;
+        job->txn.prefix = job->sigs.data;
+        job->txn.prefix_len = job->sigs.len;
         /* a job still here is still its connection's, and the connection still has
          * its session: losing it would have settled or requeued the job */
         smtpc_content_ready(ss->conn->c, &job->txn);
@@ -1719,6 +1726,7 @@ static void sched_job_unprepare(struct sched *s, struct sched_job *job)
     json_decref(job->dkim);
     job->dkim = NULL;
     vbuf_free(&job->content);
+    vbuf_free(&job->sigs);
     free(job->rcpt_ptrs);
     free(job->replies);
     job->rcpt_ptrs = NULL;
@@ -1730,6 +1738,7 @@ static void sched_job_unprepare(struct sched *s, struct sched_job *job)
 static int sched_job_prepare(struct sched *s, struct sched_job *job, struct sched_conn *conn)
 {
     vbuf_init(&job->content, SIZE_MAX);
+    vbuf_init(&job->sigs, SIZE_MAX);
     uint32_t *idx = xcalloc(job->nrcpt, sizeof *idx);
     bool *live = xcalloc(job->nrcpt, sizeof *live);
     for (uint32_t i = 0; i < job->nrcpt; i++)
@@ -1769,6 +1778,8 @@ static int sched_job_prepare(struct sched *s, struct sched_job *job, struct sche
     job->txn.content_pending = job->sign != NULL;
     job->txn.content = job->sign ? NULL : job->content.data;
     job->txn.content_len = job->sign ? job->sign->estimate : job->content.len;
+    job->txn.prefix = job->sigs.data;
+    job->txn.prefix_len = job->sigs.len;
     return 0;
 }
 

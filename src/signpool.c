@@ -35,30 +35,19 @@ void signpool_sign(struct signpool_task *t, struct dkim_body_memo *memo)
     struct dkim_params p = t->params;
     p.bh = t->use_bh ? &t->bh : NULL;
     p.memo = memo;
-    struct vbuf sigs;
-    vbuf_init(&sigs, SIZE_MAX);
+    vbuf_init(&t->sigs, SIZE_MAX);
     for (int i = 0; i < t->nkeys; i++) {
         char err[200];
-        t->ok[i] = dkim_sign(t->keys[i], &p, t->text.data, t->text.len, &sigs, err, sizeof err) == 0;
+        t->ok[i] =
+            dkim_sign(t->keys[i], &p, t->text.data, t->text.len, &t->sigs, err, sizeof err) == 0;
         t->err[i] = t->ok[i] ? NULL : xstrdup(err);
-    }
-    /* the signatures go on top, in front of what they sign */
-    if (sigs.len > 0 && vbuf_append(&sigs, t->text.data, t->text.len) == 0) {
-        vbuf_free(&t->text);
-        t->text = sigs;
-        return;
-    }
-    vbuf_free(&sigs);
-    for (int i = 0; i < t->nkeys; i++) {
-        if (!t->ok[i]) continue;
-        t->ok[i] = false; /* no room to put them on: the text goes unsigned */
-        t->err[i] = xstrdup("out of memory for the signed text");
     }
 }
 
 void signpool_task_clear(struct signpool_task *t)
 {
     vbuf_free(&t->text);
+    vbuf_free(&t->sigs);
     for (int i = 0; i < t->nkeys; i++) {
         free(t->err[i]);
         t->err[i] = NULL;

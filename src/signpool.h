@@ -39,9 +39,10 @@ struct signpool_task {
     struct dkim_params params; /* bh and memo are set by signpool_sign() */
     bool use_bh;               /* consult and fill bh (the message's body hash) */
     struct dkim_body_cache bh;
-    struct vbuf text; /* in: the text to sign; out: the signatures on top of it */
+    struct vbuf text; /* the text to sign (given back as it came) */
 
     /* out */
+    struct vbuf sigs;             /* the DKIM-Signature fields, to go on top of text */
     bool ok[SIGNPOOL_MAX_KEYS];   /* key i signed */
     char *err[SIGNPOOL_MAX_KEYS]; /* why key i did not (allocated), NULL when it did */
 };
@@ -61,10 +62,11 @@ void signpool_free(struct signpool *p);
 /*
  * signpool_sign - sign t here and now, with memo (may be NULL) as its body memo:
  * what a pool thread does, for callers that sign on their own thread.  A key that
- * fails leaves the text as it was for that key and says why in t->err[i].
+ * fails adds nothing to t->sigs and says why in t->err[i].
  */
 void signpool_sign(struct signpool_task *t, struct dkim_body_memo *memo);
-/* signpool_task_clear - free t's text and error strings (t itself is the caller's) */
+/* signpool_task_clear - free t's text, signatures and error strings (t itself is the
+ * caller's) */
 void signpool_task_clear(struct signpool_task *t);
 
 #endif

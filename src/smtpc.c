@@ -178,7 +178,8 @@ struct smtpc {
     bool mail_ok;
     size_t text_off;
     bool text_bol;
-    bool text_wait; /* 354 came before the text was made (t->content_pending) */
+    bool text_wait;   /* 354 came before the text was made (t->content_pending) */
+    bool prefix_sent; /* t->prefix is queued (it goes before the first text octet) */
 };
 
 static void smtpc_bev_read_cb(struct bufferevent *bev, void *arg);
@@ -846,7 +847,8 @@ static void smtpc_send_cmd(struct smtpc *c, const struct smtpc_txn *t, uint32_t 
         char params[96] = "";
         size_t pl = 0;
         if (c->ext_size)
-            pl += (size_t)snprintf(params + pl, sizeof(params) - pl, " SIZE=%zu", t->content_len);
+            pl += (size_t)snprintf(params + pl, sizeof(params) - pl, " SIZE=%zu",
+                                   t->prefix_len + t->content_len);
         if (t->body_8bit && c->ext_8bitmime && pl < sizeof(params))
             pl += (size_t)snprintf(params + pl, sizeof(params) - pl, " BODY=8BITMIME");
         if (t->smtputf8 && c->ext_smtputf8 && pl < sizeof(params))
@@ -945,6 +947,10 @@ static void smtpc_text_fill(struct smtpc *c)
     struct smtpc_txn *t = c->txn;
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (c->text_wait) return; /* smtpc_content_ready() starts the text */
+    if (!c->prefix_sent) {
+        c->prefix_sent = true;
+        if (t->prefix_len) evbuffer_add(out, t->prefix, t->prefix_len);
+    }
 
     while (c->text_off < t->content_len && evbuffer_get_length(out) < SMTPC_TEXT_HIWAT)
         smtpc_text_chunk(c, out);
@@ -968,6 +974,7 @@ static void smtpc_txn_reply(struct smtpc *c, const struct smtpc_reply *r)
                 c->text_off = 0;
                 c->text_bol = true;
                 c->text_wait = t->content_pending;
+                c->prefix_sent = false;
                 smtpc_enter(c, SMTPC_S_TEXT); /* the data block timer waits for it too */
                 smtpc_text_fill(c);
             } else {
@@ -1061,10 +1068,10 @@ static int smtpc_send_queue(struct smtpc *c, struct smtpc_txn *t)
                          "SMTPUTF8 required but not offered by the server (local)");
         return 0;
     }
-    if (c->ext_size && (uint64_t)t->content_len > c->ext_size) {
+    if (c->ext_size && (uint64_t)(t->prefix_len + t->content_len) > c->ext_size) {
         char text[128];
         snprintf(text, sizeof(text), "message size %zu exceeds the server's limit %llu (local)",
-                 t->content_len, (unsigned long long)c->ext_size);
+                 t->prefix_len + t->content_len, (unsigned long long)c->ext_size);
         smtpc_local_fail(c, t, 552, "5.3.4", text);
         return 0;
     }

@@ -97,11 +97,16 @@ struct smtpc_txn {
     uint32_t nrcpt;
     const uint8_t *content;      /* CRLF lines, NOT dot-stuffed */
     size_t content_len;
+    /* complete CRLF header lines sent as they are in front of content (each starts
+     * with a field name or WSP, so no dot-stuffing): the DKIM signatures, kept
+     * apart so that the text need not be copied to put them on top */
+    const uint8_t *prefix;
+    size_t prefix_len;
     /* the text is still being made (signed on another thread): MAIL, RCPT and DATA
      * go out, the text waits for smtpc_content_ready().  Until then content may be
-     * NULL and content_len is an upper estimate: it is what SIZE= declares (RFC
-     * 1870 6: the size is the client's estimate) and what the SIZE limit is
-     * checked against */
+     * NULL and content_len is an upper estimate of prefix and text together: it is
+     * what SIZE= declares (RFC 1870 6: the size is the client's estimate) and what
+     * the SIZE limit is checked against */
     bool content_pending;
     bool body_8bit;
     bool smtputf8;
@@ -160,8 +165,8 @@ struct smtpc *smtpc_new(const struct smtpc_params *p, const struct smtpc_callbac
  */
 int smtpc_send(struct smtpc *c, struct smtpc_txn *t);
 /*
- * smtpc_content_ready - t's text is made: the caller has set t->content and
- * t->content_len and cleared t->content_pending.  If the server already said 354
+ * smtpc_content_ready - t's text is made: the caller has set t->content,
+ * t->content_len and t->prefix, t->prefix_len, and cleared t->content_pending.  If the server already said 354
  * the text goes out now.  Safe on a transaction the session has finished or
  * dropped (nothing happens).
  */

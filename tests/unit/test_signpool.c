@@ -157,9 +157,13 @@ static void test_pool_signs_as_this_thread_does(void **state)
         assert_true(tasks[i].ok[0] && tasks[i].ok[1]);
         assert_null(tasks[i].err[0]);
         assert_null(tasks[i].err[1]);
-        /* two signatures on top of the text, as here */
+        /* the same two signatures as here, and the text given back as it went */
+        assert_int_equal(tasks[i].sigs.len, mine[i].sigs.len);
+        assert_memory_equal(tasks[i].sigs.data, mine[i].sigs.data, mine[i].sigs.len);
+        assert_non_null(memmem(mine[i].sigs.data, mine[i].sigs.len, "a=ed25519-sha256", 16));
         assert_int_equal(tasks[i].text.len, mine[i].text.len);
         assert_memory_equal(tasks[i].text.data, mine[i].text.data, mine[i].text.len);
+        assert_memory_equal(tasks[i].text.data, "From: News", 10);
         assert_true(tasks[i].bh.valid); /* the body hash comes back for the message */
         assert_memory_equal(tasks[i].bh.digest, mine[i].bh.digest, sizeof mine[i].bh.digest);
         signpool_task_clear(&tasks[i]);
@@ -182,8 +186,8 @@ static void test_body_hash_handed_in_is_used(void **state)
     signpool_submit(r.pool, &t);
     wait_all(r.base);
     assert_true(t.ok[0] && t.ok[1]);
-    assert_int_equal(t.text.len, right.text.len);
-    assert_memory_not_equal(t.text.data, right.text.data, right.text.len);
+    assert_int_equal(t.sigs.len, right.sigs.len);
+    assert_memory_not_equal(t.sigs.data, right.sigs.data, right.sigs.len);
     signpool_task_clear(&t);
     signpool_task_clear(&right);
     rig_down(&r);
@@ -206,6 +210,7 @@ static void test_failure_leaves_the_text(void **state)
     signpool_submit(r.pool, &t);
     wait_all(r.base);
     assert_false(t.ok[0]);
+    assert_int_equal(t.sigs.len, 0);
     assert_non_null(t.err[0]);
     assert_non_null(strstr(t.err[0], "From"));
     assert_int_equal(t.text.len, strlen(msg));
