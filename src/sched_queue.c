@@ -1556,10 +1556,11 @@ static void sched_sign_detach(struct sched_job *job)
 }
 
 /*
- * sched_sign_apply - the signatures of t are made: the signed text becomes job's
- * content (a key that failed is logged; the message then goes without that
- * signature rather than not at all), the body hash is kept for the message's other
- * jobs, and the keys that signed are noted for the accounting record
+ * sched_sign_apply - the signatures of t are made: the text comes back as job's
+ * content and the signatures become its prefix (a key that failed is logged; the
+ * message then goes without that signature rather than not at all), the body hash
+ * is kept for the message's other jobs, and the keys that signed are noted for the
+ * accounting record
  */
 static void sched_sign_apply(struct sched *s, struct sched_job *job, struct signpool_task *t)
 {
