@@ -348,3 +348,34 @@ def test_transaction_refused_while_it_is_being_signed_then_retried(
     n, ok = _verify(envs[0].content, records)
     assert n == 2 and ok == [True, True], (n, ok)
     assert v.proc.poll() is None
+
+
+def test_signed_over_starttls_small_and_large(mailnet, volley_factory, tmp_path, sign_threads,
+                                              tls_cert):
+    # Over STARTTLS the TLS filter writes the text, and a text over 256 KB is
+    # refilled as the output drains: the signatures must still go in front, once,
+    # whether the text was made before or after the 354.
+    import ssl
+    mailnet.start_dns(hosts={"mx.tls.test": "127.0.0.2"}, mx=[("tls.test", "mx.tls.test", 10)])
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(tls_cert[0]), str(tls_cert[1]))
+    host = mailnet.smtpd("127.0.0.2", "mx.tls.test", tls_context=ctx)
+    path = _genkey(tmp_path, "ed", "ed25519")
+    records = {"ed._domainkey.example.org": _dns_record(path, "ed25519")}
+    v = volley_factory(mailnet.settings({"delivery.tls": "required",
+                                         "dkim.keys": ["example.org:ed:%s" % path],
+                                         "dkim.sign_threads": sign_threads}))
+    small = make_body("small over tls")
+    large = make_body("large over tls", body_lines=["%06d " % i + "y" * 70 for i in range(8000)])
+    sent = [(v.inject("news@example.org", ["s@tls.test"], small), "s@tls.test"),
+            (v.inject("news@example.org", ["l@tls.test"], large), "l@tls.test")]
+    final = wait_final(v, sent, timeout=30)
+    for key in sent:
+        assert final[key][-1]["type"] == "delivered" and final[key][-1]["tls"], final[key]
+    envs = {e.rcpt_tos[0]: e for e in host.handler.envelopes}
+    for rcpt, body in (("s@tls.test", small), ("l@tls.test", large)):
+        e = envs[rcpt]
+        assert e.tls
+        assert e.content.count(b"DKIM-Signature:") == 1
+        assert e.content.endswith(body)  # the text whole, behind the signature
+        assert _verify(e.content, records) == (1, [True])
