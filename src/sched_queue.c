@@ -406,10 +406,10 @@ static void sched_job_warm_return(struct sched *s, struct sched_job *job)
     job->warm_key = NULL;
 }
 
-/* sched_job_free - free a job; its recipients leave memory (not the in-flight set:
- * that happens when their outcome is committed, or here when drop_keys) */
 static void sched_sign_detach(struct sched_job *job);
 
+/* sched_job_free - free a job; its recipients leave memory (not the in-flight set:
+ * that happens when their outcome is committed, or here when drop_keys) */
 static void sched_job_free(struct sched *s, struct sched_job *job, bool drop_keys)
 {
     sched_sign_detach(job);
@@ -1546,6 +1546,17 @@ struct sched_sign {
     size_t estimate;              /* the size declared in the meantime */
 };
 
+/* sched_job_txn_text - point job's transaction at its text and signatures, or,
+ * while they are being made, at none and the estimate of their size */
+static void sched_job_txn_text(struct sched_job *job)
+{
+    job->txn.content_pending = job->sign != NULL;
+    job->txn.content = job->sign ? NULL : job->content.data;
+    job->txn.content_len = job->sign ? job->sign->estimate : job->content.len;
+    job->txn.prefix = job->sigs.data;
+    job->txn.prefix_len = job->sigs.len;
+}
+
 /* sched_sign_detach - job goes away (settled, or back to a queue) while its
  * signatures are being made: the result, when it comes, is dropped */
 static void sched_sign_detach(struct sched_job *job)
@@ -1600,10 +1611,7 @@ static void sched_sign_done(void *ctx, struct mbox_msg *m)
     if (job) {
         job->sign = NULL;
         sched_sign_apply(s, job, &ss->t);
-        job->txn.content = job->content.data;
-        job->txn.content_len = job->content.len;
-        job->txn.prefix = job->sigs.data;
-        job->txn.prefix_len = job->sigs.len;
+        sched_job_txn_text(job);
         /* a job still here is still its connection's, and the connection still has
          * its session: losing it would have settled or requeued the job */
         smtpc_content_ready(ss->conn->c, &job->txn);
@@ -1776,11 +1784,7 @@ static int sched_job_prepare(struct sched *s, struct sched_job *job, struct sche
     job->txn.smtputf8 = (job->msg->flags & SPOOL_MSG_SMTPUTF8) != 0;
     job->txn.rcpt_reply = job->replies;
     sched_job_for_server(s, job, conn);
-    job->txn.content_pending = job->sign != NULL;
-    job->txn.content = job->sign ? NULL : job->content.data;
-    job->txn.content_len = job->sign ? job->sign->estimate : job->content.len;
-    job->txn.prefix = job->sigs.data;
-    job->txn.prefix_len = job->sigs.len;
+    sched_job_txn_text(job);
     return 0;
 }
 

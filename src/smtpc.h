@@ -166,7 +166,7 @@ struct smtpc *smtpc_new(const struct smtpc_params *p, const struct smtpc_callbac
 int smtpc_send(struct smtpc *c, struct smtpc_txn *t);
 /*
  * smtpc_content_ready - t's text is made: the caller has set t->content,
- * t->content_len and t->prefix, t->prefix_len, and cleared t->content_pending.  If the server already said 354
+ * t->content_len and t->prefix, t->prefix_len; this clears t->content_pending.  If the server already said 354
  * the text goes out now.  Safe on a transaction the session has finished or
  * dropped (nothing happens).
  */
